@@ -1,0 +1,12 @@
+//! The product surface: command line, reports, configuration.
+//!
+//! Owns: argument parsing, what a person reads on the terminal and in JSON,
+//! exit codes. Must not touch: protocol logic (the cores) or socket
+//! handling beyond asking `net` for it.
+
+pub mod cli;
+pub mod demo;
+pub mod nat_check;
+pub mod server_addr;
+
+pub use cli::run;

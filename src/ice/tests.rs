@@ -1,0 +1,470 @@
+//! Ring-1 tests of the ICE agent: two agents and a STUN server on the
+//! in-memory network, in virtual time, behind every pair of NAT behaviours.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::testbed::*;
+use super::*;
+use crate::sim::LinkConfig;
+
+use CandidateType::{Host, PeerReflexive as Prflx, ServerReflexive as Srflx};
+
+/// Expected outcome of a NAT-matrix row, from the controlling side (A).
+#[derive(Debug)]
+enum Expect {
+    Pair(CandidateType, CandidateType),
+    /// Only a TURN relay can connect these two (the TURN issue turns these
+    /// rows into relay successes).
+    NeedsRelay,
+}
+
+fn matrix_row(a: Nat, b: Nat, expect: Expect) {
+    let mut w = WorldBuilder::default().nats(a, b).build();
+    let connected = w.connect(Duration::from_secs(40));
+    match expect {
+        Expect::Pair(local, remote) => {
+            let t = connected.unwrap_or_else(|| {
+                panic!(
+                    "{a:?}/{b:?} did not connect: A {:?}, B {:?}",
+                    w.sides[0].agent.state(),
+                    w.sides[1].agent.state()
+                )
+            });
+            assert_eq!(
+                w.selected_types(0),
+                Some((local, remote)),
+                "{a:?}/{b:?} from A"
+            );
+            // B sees the same pair from the other end.
+            assert_eq!(
+                w.selected_types(1),
+                Some((remote, local)),
+                "{a:?}/{b:?} from B"
+            );
+            // Both sides agree on the addresses of the selected pair.
+            let (al, ar) = w.sides[0].agent.selected_pair(1).unwrap();
+            let (bl, br) = w.sides[1].agent.selected_pair(1).unwrap();
+            assert_eq!(al.address, br.address, "{a:?}/{b:?}");
+            assert_eq!(ar.address, bl.address, "{a:?}/{b:?}");
+            // With 22 ms RTT, every connectable row is up well within a second.
+            assert!(t < Duration::from_millis(600), "{a:?}/{b:?} took {t:?}");
+        }
+        Expect::NeedsRelay => {
+            assert!(connected.is_none(), "{a:?}/{b:?} connected without a relay");
+            assert_eq!(
+                w.sides[0].agent.state(),
+                ConnectionState::Failed,
+                "{a:?}/{b:?}"
+            );
+            assert_eq!(
+                w.sides[1].agent.state(),
+                ConnectionState::Failed,
+                "{a:?}/{b:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn nat_matrix() {
+    use Expect::*;
+    use Nat::*;
+    let rows = [
+        (None, None, Pair(Host, Host)),
+        (None, FullCone, Pair(Host, Srflx)),
+        (None, PortRestricted, Pair(Host, Srflx)),
+        (None, Symmetric, Pair(Host, Prflx)),
+        (FullCone, None, Pair(Srflx, Host)),
+        (FullCone, FullCone, Pair(Srflx, Srflx)),
+        (FullCone, PortRestricted, Pair(Srflx, Srflx)),
+        (FullCone, Symmetric, Pair(Srflx, Prflx)),
+        (PortRestricted, None, Pair(Srflx, Host)),
+        (PortRestricted, FullCone, Pair(Srflx, Srflx)),
+        (PortRestricted, PortRestricted, Pair(Srflx, Srflx)),
+        (PortRestricted, Symmetric, NeedsRelay),
+        (Symmetric, None, Pair(Prflx, Host)),
+        (Symmetric, FullCone, Pair(Prflx, Srflx)),
+        (Symmetric, PortRestricted, NeedsRelay),
+        (Symmetric, Symmetric, NeedsRelay),
+    ];
+    for (a, b, expect) in rows {
+        matrix_row(a, b, expect);
+    }
+}
+
+#[test]
+fn both_behind_one_nat_without_hairpinning_use_host_candidates() {
+    for nat in [Nat::FullCone, Nat::PortRestricted, Nat::Symmetric] {
+        let mut w = WorldBuilder {
+            nats: [nat, nat],
+            same_nat: true,
+            ..Default::default()
+        }
+        .build();
+        let t = w
+            .connect(Duration::from_secs(20))
+            .expect("connects on the LAN");
+        assert_eq!(w.selected_types(0), Some((Host, Host)), "{nat:?}");
+        assert!(t < Duration::from_millis(200), "{t:?}");
+    }
+}
+
+#[test]
+fn host_only_connects_within_two_rtt_plus_ta() {
+    // Public hosts, 13 ms per access link: 52 ms RTT.
+    let mut w = WorldBuilder {
+        access_ms: 1,
+        internet_ms: 12,
+        ..Default::default()
+    }
+    .build();
+    // Public hosts: their server-reflexive addresses equal the host ones and
+    // are dropped as redundant, so only host candidates are signalled.
+    let t = w.connect(Duration::from_secs(10)).expect("connects");
+    let rtt = Duration::from_millis(2 * 2 * 13);
+    let ta = w.sides[0].agent.config().ta;
+    assert!(t <= 2 * rtt + ta, "took {t:?}, budget {:?}", 2 * rtt + ta);
+}
+
+fn connected_world(builder: WorldBuilder) -> World {
+    let mut w = builder.build();
+    w.connect(Duration::from_secs(20)).expect("connects");
+    w
+}
+
+#[test]
+fn role_conflict_resolves_when_both_claim_control() {
+    for (controlling, a_wins) in [(true, true), (true, false), (false, true), (false, false)] {
+        let mut w = WorldBuilder::default().build();
+        for s in &mut w.sides {
+            s.agent.set_controlling(controlling);
+        }
+        w.sides[0]
+            .agent
+            .set_tie_breaker(if a_wins { u64::MAX } else { 1 });
+        w.sides[1]
+            .agent
+            .set_tie_breaker(if a_wins { 1 } else { u64::MAX });
+        w.connect(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("conflict ({controlling}, {a_wins}) not resolved"));
+        let roles = [
+            w.sides[0].agent.is_controlling(),
+            w.sides[1].agent.is_controlling(),
+        ];
+        // The larger tie-breaker controls (RFC 8445 §7.3.1.1).
+        assert_eq!(
+            roles,
+            [a_wins, !a_wins],
+            "conflict ({controlling}, {a_wins})"
+        );
+        assert!(w.sides.iter().any(|s| s.agent.stats().role_conflicts > 0));
+    }
+}
+
+#[test]
+fn ice_restart_keeps_media_on_the_old_pair_until_a_new_one_is_selected() {
+    let mut w = connected_world(WorldBuilder::default().nats(Nat::FullCone, Nat::PortRestricted));
+    let old = w.sides[0]
+        .agent
+        .selected_pair(1)
+        .map(|(l, r)| (l.address, r.address));
+    let old_ufrag = w.sides[0].agent.local_credentials().ufrag.clone();
+    for s in &mut w.sides {
+        s.agent.restart();
+    }
+    assert_ne!(w.sides[0].agent.local_credentials().ufrag, old_ufrag);
+    for s in &w.sides {
+        assert!(s.agent.selected_pair(1).is_none());
+        assert!(s.agent.media_pair(1).is_some(), "media must keep flowing");
+    }
+    let before = w.now;
+    w.exchange_candidates();
+    w.run_until(w.elapsed() + Duration::from_secs(10), |w| {
+        w.both_connected()
+    });
+    assert!(w.both_connected(), "restart did not reconnect");
+    assert!(w.now - before < Duration::from_millis(600));
+    let new = w.sides[0]
+        .agent
+        .selected_pair(1)
+        .map(|(l, r)| (l.address, r.address));
+    assert_eq!(new, old, "same network, same best pair");
+}
+
+#[test]
+fn consent_loss_is_detected_and_recovery_noticed() {
+    let mut w = connected_world(WorldBuilder::default().nats(Nat::None, Nat::PortRestricted));
+    let b = w.sides[1].host;
+    w.net.set_udp_blocked(b, true);
+    let blocked_at = w.now;
+    w.run_until(w.elapsed() + Duration::from_secs(15), |w| {
+        w.sides[0].agent.state() == ConnectionState::Disconnected
+    });
+    assert_eq!(w.sides[0].agent.state(), ConnectionState::Disconnected);
+    // One consent interval (≤ 6 s) plus one unanswered check (1.5 s).
+    let detected = w.now - blocked_at;
+    assert!(detected <= Duration::from_millis(7500), "{detected:?}");
+    w.net.set_udp_blocked(b, false);
+    w.run_until(w.elapsed() + Duration::from_secs(5), |w| {
+        is_connected(w.sides[0].agent.state())
+    });
+    assert!(is_connected(w.sides[0].agent.state()), "consent restored");
+
+    w.net.set_udp_blocked(b, true);
+    w.run_until(w.elapsed() + Duration::from_secs(45), |w| {
+        w.sides[0].agent.state() == ConnectionState::Failed
+    });
+    assert_eq!(
+        w.sides[0].agent.state(),
+        ConnectionState::Failed,
+        "consent expired"
+    );
+    assert!(
+        w.sides[0].agent.media_pair(1).is_none(),
+        "no media without consent"
+    );
+}
+
+#[test]
+fn twenty_percent_loss_still_connects() {
+    for seed in 1..=20 {
+        let mut builder = WorldBuilder {
+            seed,
+            ..Default::default()
+        }
+        .nats(Nat::PortRestricted, Nat::FullCone);
+        builder.internet_ms = 20;
+        let mut w = builder.build();
+        for s in &w.sides {
+            if let Some(nat) = s.nat {
+                w.net.set_link_nat(
+                    nat,
+                    LinkConfig {
+                        loss: 0.2,
+                        ..link(20)
+                    },
+                );
+            }
+        }
+        let t = w.connect(Duration::from_secs(30));
+        assert!(t.is_some(), "seed {seed}: not connected under 20 % loss");
+        assert_eq!(w.selected_types(0), Some((Srflx, Srflx)), "seed {seed}");
+    }
+}
+
+#[test]
+fn aggressive_nomination_connects_and_both_sides_agree() {
+    let config = IceConfig {
+        nomination: Nomination::Aggressive,
+        ..Default::default()
+    };
+    let mut w = WorldBuilder {
+        config,
+        ..Default::default()
+    }
+    .nats(Nat::FullCone, Nat::None)
+    .build();
+    w.connect(Duration::from_secs(10)).expect("connects");
+    let (al, ar) = w.sides[0].agent.selected_pair(1).unwrap();
+    let (bl, br) = w.sides[1].agent.selected_pair(1).unwrap();
+    assert_eq!((al.address, ar.address), (br.address, bl.address));
+}
+
+#[test]
+fn rtp_and_rtcp_components_both_get_a_pair() {
+    let mut w = WorldBuilder {
+        components: 2,
+        ..Default::default()
+    }
+    .nats(Nat::PortRestricted, Nat::PortRestricted)
+    .build();
+    w.connect(Duration::from_secs(10)).expect("connects");
+    for s in &w.sides {
+        let rtp = s.agent.selected_pair(1).expect("RTP pair");
+        let rtcp = s.agent.selected_pair(2).expect("RTCP pair");
+        assert_ne!(rtp.0.address, rtcp.0.address);
+        assert_eq!((rtp.0.component, rtcp.0.component), (1, 2));
+    }
+}
+
+#[test]
+fn remote_candidates_trickled_after_checks_began_are_used() {
+    let mut w = WorldBuilder::default()
+        .nats(Nat::None, Nat::FullCone)
+        .build();
+    w.run_until(Duration::from_secs(5), |w| w.gathered(0) && w.gathered(1));
+    // B learns A's candidates; A learns only B's credentials at first.
+    let a_creds = w.sides[0].agent.local_credentials().clone();
+    let b_creds = w.sides[1].agent.local_credentials().clone();
+    w.sides[0].agent.set_remote_credentials(b_creds);
+    w.sides[1].agent.set_remote_credentials(a_creds);
+    for c in w.sides[0].agent.local_candidates().to_vec() {
+        w.sides[1].agent.add_remote_candidate(c);
+    }
+    w.run_until(w.elapsed() + Duration::from_millis(300), |_| false);
+    let b_cands = w.sides[1].agent.local_candidates().to_vec();
+    for c in b_cands.into_iter().filter(|c| c.kind != Prflx) {
+        w.sides[0].agent.add_remote_candidate(c);
+    }
+    for s in &mut w.sides {
+        s.agent.end_of_remote_candidates();
+    }
+    w.run_until(w.elapsed() + Duration::from_secs(5), |w| w.both_connected());
+    assert!(w.both_connected());
+}
+
+#[test]
+fn gathering_finds_the_server_reflexive_address() {
+    let mut w = WorldBuilder::default()
+        .nats(Nat::PortRestricted, Nat::None)
+        .build();
+    w.run_until(Duration::from_secs(5), |w| w.gathered(0) && w.gathered(1));
+    let a: Vec<_> = w.sides[0].agent.local_candidates().to_vec();
+    let srflx = a
+        .iter()
+        .find(|c| c.kind == Srflx)
+        .expect("srflx behind NAT");
+    assert_eq!(srflx.address.ip(), "203.0.113.1".parse::<IpAddr>().unwrap());
+    assert_eq!(srflx.related, Some(w.sides[0].addr));
+    // A public host's reflexive address is its host address: dropped as redundant.
+    assert!(w.sides[1]
+        .agent
+        .local_candidates()
+        .iter()
+        .all(|c| c.kind == Host));
+}
+
+#[test]
+fn silent_stun_server_still_completes_gathering() {
+    let start = Instant::now();
+    let mut agent = IceAgent::new(
+        IceConfig::default(),
+        start,
+        Box::new(StdRng::seed_from_u64(1)),
+    );
+    agent.add_host_candidate(1, "10.0.0.1:5000".parse().unwrap());
+    agent.add_stun_server(STUN_SERVER.parse().unwrap());
+    let mut now = start;
+    let mut complete_at = None;
+    for _ in 0..1000 {
+        agent.handle_timeout(now);
+        while agent.poll_transmit().is_some() {}
+        while let Some(e) = agent.poll_event() {
+            if e == IceEvent::GatheringComplete {
+                complete_at = Some(now - start);
+            }
+        }
+        if complete_at.is_some() {
+            break;
+        }
+        now = agent.poll_timeout().expect("a gathering timer");
+    }
+    let t = complete_at.expect("gathering completes");
+    assert_eq!(
+        t,
+        Duration::from_millis(3500),
+        "gives up after 3 sends and 2 s of silence"
+    );
+    assert_eq!(agent.local_candidates().len(), 1);
+}
+
+/// A minimal ice-lite peer (RFC 8445 §2.5): answers checks, never sends any.
+#[test]
+fn full_agent_connects_to_an_ice_lite_peer() {
+    use crate::stun::{response_builder, short_term_key, Attribute, Class, Message};
+    let start = Instant::now();
+    let mut agent = IceAgent::new(
+        IceConfig::default(),
+        start,
+        Box::new(StdRng::seed_from_u64(3)),
+    );
+    let local: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    let lite: SocketAddr = "192.0.2.2:6000".parse().unwrap();
+    agent.add_host_candidate(1, local);
+    agent.set_remote_lite(true);
+    assert!(agent.is_controlling());
+    let lite_creds = IceCredentials {
+        ufrag: "lite".into(),
+        pwd: "litepasswordlitepassword".into(),
+    };
+    agent.set_remote_credentials(lite_creds.clone());
+    agent.add_remote_candidate(Candidate::remote(lite, Host, 2_130_706_431, "1", 1, None));
+    agent.end_of_remote_candidates();
+    let mut now = start;
+    for _ in 0..100 {
+        agent.handle_timeout(now);
+        while let Some(t) = agent.poll_transmit() {
+            let msg = Message::decode(&t.contents).expect("valid check");
+            assert!(msg.username().unwrap().starts_with("lite:"));
+            msg.check_integrity(&short_term_key(&lite_creds.pwd))
+                .expect("signed with the lite peer's password");
+            let mut b = response_builder(&msg, Class::Success);
+            b.add(&Attribute::XorMappedAddress(t.source));
+            b.add_message_integrity(&short_term_key(&lite_creds.pwd));
+            b.add_fingerprint();
+            let response = b.finish();
+            agent.handle_packet(now + Duration::from_millis(5), lite, local, &response);
+        }
+        if is_connected(agent.state()) {
+            break;
+        }
+        now = agent
+            .poll_timeout()
+            .unwrap_or(now + Duration::from_millis(5));
+    }
+    assert!(is_connected(agent.state()), "state {:?}", agent.state());
+    assert_eq!(agent.selected_pair(1).unwrap().1.address, lite);
+}
+
+#[test]
+fn hostile_datagrams_are_counted_never_fatal() {
+    let mut w = WorldBuilder::default().build();
+    w.connect(Duration::from_secs(5)).expect("connects");
+    let (a, b) = (w.sides[0].addr, w.sides[1].addr);
+    let now = w.now;
+    let mut rng = crate::sim::SimRng::new(99);
+    let agent = &mut w.sides[0].agent;
+    let malformed_before = agent.stats().malformed;
+    for len in 0..200usize {
+        let mut junk: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        if len >= 8 {
+            // Make it look like STUN so it reaches the decoder.
+            junk[0] &= 0x01;
+            junk[4..8].copy_from_slice(&crate::stun::MAGIC_COOKIE.to_be_bytes());
+            let body = (len - 20.min(len)) as u16 & !3;
+            if len >= 20 {
+                junk[2..4].copy_from_slice(&body.to_be_bytes());
+                junk.truncate(20 + body as usize);
+            }
+        }
+        agent.handle_packet(now, b, a, &junk);
+    }
+    assert!(agent.stats().malformed >= malformed_before);
+    // A well-formed check with the wrong password gets a 401 and teaches nothing.
+    let id = crate::stun::TransactionId([7; 12]);
+    let mut m = crate::stun::MessageBuilder::new(
+        crate::stun::Class::Request,
+        crate::stun::Method::BINDING,
+        id,
+    );
+    let user = format!("{}:x", agent.local_credentials().ufrag);
+    m.add(&crate::stun::Attribute::Username(&user));
+    m.add(&crate::stun::Attribute::Priority(1));
+    m.add_message_integrity(b"wrong password");
+    m.add_fingerprint();
+    let stranger: SocketAddr = "203.0.113.99:1".parse().unwrap();
+    while agent.poll_transmit().is_some() {}
+    agent.handle_packet(now, stranger, a, &m.finish());
+    let reply = agent.poll_transmit().expect("an error response");
+    let reply = crate::stun::Message::decode(&reply.contents).unwrap();
+    assert_eq!(reply.error_code().map(|(c, _)| c), Some(401));
+    assert!(agent
+        .remote_candidates()
+        .iter()
+        .all(|c| c.address != stranger));
+    assert!(is_connected(agent.state()));
+}

@@ -1,0 +1,11 @@
+//! icephone: a desktop SIP softphone with its own ICE, STUN and TURN stack.
+//!
+//! Protocol cores (`stun`, `ice`) are sans-IO state machines; `net` is the
+//! tokio driver that owns sockets and timers; `app` is what a person runs.
+//! `sim` is the deterministic NAT network the cores are tested on.
+
+pub mod app;
+pub mod ice;
+pub mod net;
+pub mod sim;
+pub mod stun;

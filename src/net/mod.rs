@@ -1,0 +1,201 @@
+//! The tokio driver: sockets and timers around the sans-IO cores.
+//!
+//! Owns: UDP sockets (one per media component and local address), the real
+//! clock, and the loop that feeds datagrams and timeouts to a core and sends
+//! what it returns. Demultiplexes by first byte (RFC 7983) so one socket
+//! carries STUN, and later TURN ChannelData, RTP and RTCP.
+//! Must not touch: protocol decisions — those live in the cores.
+
+pub mod interfaces;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent};
+
+/// What a datagram's first byte says it is (RFC 7983 §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketKind {
+    Stun,
+    Dtls,
+    ChannelData,
+    Rtp,
+    Unknown,
+}
+
+pub fn classify(first_byte: u8) -> PacketKind {
+    match first_byte {
+        0..=3 => PacketKind::Stun,
+        20..=63 => PacketKind::Dtls,
+        64..=79 => PacketKind::ChannelData,
+        128..=191 => PacketKind::Rtp,
+        _ => PacketKind::Unknown,
+    }
+}
+
+/// Commands from the call layer to a running ICE session.
+#[derive(Debug)]
+pub enum IceCommand {
+    SetRemoteCredentials(IceCredentials),
+    AddRemoteCandidate(Candidate),
+    EndOfRemoteCandidates,
+    SetControlling(bool),
+    Restart(tokio::sync::oneshot::Sender<IceCredentials>),
+    Shutdown,
+}
+
+/// A handle on an ICE session running on its own task.
+pub struct IceSession {
+    pub commands: mpsc::UnboundedSender<IceCommand>,
+    pub events: mpsc::UnboundedReceiver<IceEvent>,
+    pub local_credentials: IceCredentials,
+    pub task: tokio::task::JoinHandle<IceAgent>,
+}
+
+struct Received {
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// Binds one UDP socket per (address, component) on an ephemeral port.
+pub async fn bind_sockets(
+    addresses: &[IpAddr],
+    components: u16,
+) -> io::Result<Vec<(u16, Arc<UdpSocket>)>> {
+    let mut sockets = Vec::new();
+    for ip in addresses {
+        for component in 1..=components {
+            let socket = UdpSocket::bind(SocketAddr::new(*ip, 0)).await?;
+            sockets.push((component, Arc::new(socket)));
+        }
+    }
+    Ok(sockets)
+}
+
+/// Starts an agent on the given sockets: registers them as host candidates
+/// and runs the loop until `Shutdown` or the handle is dropped.
+pub fn spawn_session(
+    mut agent: IceAgent,
+    sockets: Vec<(u16, Arc<UdpSocket>)>,
+) -> io::Result<IceSession> {
+    let mut bound = Vec::new();
+    for (component, socket) in &sockets {
+        let local = socket.local_addr()?;
+        agent.add_host_candidate(*component, local);
+        bound.push((local, socket.clone()));
+    }
+    let (rx_tx, rx) = mpsc::channel::<Received>(1024);
+    for (local, socket) in &bound {
+        tokio::spawn(read_socket(*local, socket.clone(), rx_tx.clone()));
+    }
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let local_credentials = agent.local_credentials().clone();
+    let task = tokio::spawn(run_agent(agent, bound, rx, cmd_rx, ev_tx));
+    Ok(IceSession {
+        commands: cmd_tx,
+        events: ev_rx,
+        local_credentials,
+        task,
+    })
+}
+
+async fn read_socket(local: SocketAddr, socket: Arc<UdpSocket>, out: mpsc::Sender<Received>) {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, source)) => {
+                let data = buf[..n].to_vec();
+                let packet = Received {
+                    source,
+                    destination: local,
+                    data,
+                };
+                if out.send(packet).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP errors surface as recv errors on some platforms; keep going.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+            Err(e) => {
+                tracing::warn!(%local, error = %e, "socket read failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn run_agent(
+    mut agent: IceAgent,
+    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    mut received: mpsc::Receiver<Received>,
+    mut commands: mpsc::UnboundedReceiver<IceCommand>,
+    events: mpsc::UnboundedSender<IceEvent>,
+) -> IceAgent {
+    agent.handle_timeout(Instant::now());
+    loop {
+        flush(&mut agent, &sockets, &events).await;
+        let next = agent.poll_timeout();
+        tracing::trace!(in_ms = ?next.map(|t| t.saturating_duration_since(Instant::now())), "driver waits");
+        let sleep = match next {
+            Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)),
+            None => tokio::time::sleep(std::time::Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            Some(p) = received.recv() => {
+                match p.data.first().map(|b| classify(*b)) {
+                    Some(PacketKind::Stun) => {
+                        agent.handle_packet(Instant::now(), p.source, p.destination, &p.data);
+                    }
+                    // Media arrives with the call layer; until then it is dropped.
+                    _ => tracing::trace!(source = %p.source, "non-STUN datagram dropped"),
+                }
+            }
+            () = sleep => agent.handle_timeout(Instant::now()),
+            cmd = commands.recv() => match cmd {
+                None | Some(IceCommand::Shutdown) => return agent,
+                Some(cmd) => apply(&mut agent, cmd),
+            },
+        }
+    }
+}
+
+fn apply(agent: &mut IceAgent, cmd: IceCommand) {
+    match cmd {
+        IceCommand::SetRemoteCredentials(c) => agent.set_remote_credentials(c),
+        IceCommand::AddRemoteCandidate(c) => agent.add_remote_candidate(c),
+        IceCommand::EndOfRemoteCandidates => agent.end_of_remote_candidates(),
+        IceCommand::SetControlling(c) => agent.set_controlling(c),
+        IceCommand::Restart(reply) => {
+            let _ = reply.send(agent.restart());
+        }
+        IceCommand::Shutdown => {}
+    }
+    agent.handle_timeout(Instant::now());
+}
+
+async fn flush(
+    agent: &mut IceAgent,
+    sockets: &[(SocketAddr, Arc<UdpSocket>)],
+    events: &mpsc::UnboundedSender<IceEvent>,
+) {
+    while let Some(t) = agent.poll_transmit() {
+        match sockets.iter().find(|(local, _)| *local == t.source) {
+            Some((_, socket)) => {
+                if let Err(e) = socket.send_to(&t.contents, t.destination).await {
+                    tracing::debug!(destination = %t.destination, error = %e, "send failed");
+                }
+            }
+            None => tracing::debug!(source = %t.source, "no socket for transmit source"),
+        }
+    }
+    while let Some(e) = agent.poll_event() {
+        let _ = events.send(e);
+    }
+}
