@@ -98,6 +98,7 @@ async fn discover(
     let mut discovery = BehaviorDiscovery::new(server, local, policy, &mut rng, Instant::now());
     let give_up = tokio::time::Instant::now() + timeout;
     let mut buf = vec![0u8; 2048];
+    let mut heard = false;
     while !discovery.is_done() {
         while let Some((to, data)) = discovery.poll_transmit() {
             if let Err(e) = socket.send_to(&data, to).await {
@@ -111,15 +112,20 @@ async fn discover(
             .min(give_up);
         tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => discovery.handle_packet(Instant::now(), from, &buf[..n]),
+                Ok((n, from)) => {
+                    heard = true;
+                    discovery.handle_packet(Instant::now(), from, &buf[..n]);
+                }
                 Err(e) => tracing::debug!(error = %e, "receive error ignored"),
             },
             () = tokio::time::sleep_until(wake) => {
                 if tokio::time::Instant::now() >= give_up {
-                    return Err(format!(
-                        "STUN server {server} did not complete the checks within {} s",
-                        timeout.as_secs_f64()
-                    ));
+                    let secs = timeout.as_secs_f64();
+                    return Err(if heard {
+                        format!("STUN server {server} did not complete the checks within {secs} s")
+                    } else {
+                        format!("no answer from STUN server {server} within {secs} s")
+                    });
                 }
                 discovery.handle_timeout(Instant::now());
             }
@@ -132,6 +138,16 @@ async fn discover(
         )),
         Some(Err(e)) => Err(e.to_string()),
         None => Err("discovery ended without a result".into()),
+    }
+}
+
+/// Stable tokens for JSON; scripts compare them.
+fn mapping_token(m: NatMapping) -> &'static str {
+    match m {
+        NatMapping::NoNat => "no-nat",
+        NatMapping::EndpointIndependent => "endpoint-independent",
+        NatMapping::AddressDependent => "address-dependent",
+        NatMapping::AddressAndPortDependent => "address-and-port-dependent",
     }
 }
 
@@ -195,9 +211,9 @@ fn to_json(name: &str, server: SocketAddr, r: &BehaviorReport) -> JsonReport {
         mapped: r.mapped.map(|m| m.to_string()),
         rfc5780: r.other_address.is_some(),
         other_address: r.other_address.map(|a| a.to_string()),
-        mapping: r.mapping.map(mapping_name),
+        mapping: r.mapping.map(mapping_token),
         filtering: r.filtering.map(filtering_name),
-        rtt_ms: r.rtt.map(|d| d.as_secs_f64() * 1e3),
+        rtt_ms: r.rtt.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
         relay_needed,
         verdict,
     }
@@ -224,4 +240,165 @@ fn print_text(name: &str, server: SocketAddr, r: &BehaviorReport) {
         println!("Round trip:      {:.1} ms", rtt.as_secs_f64() * 1e3);
     }
     println!("\n{verdict}");
+}
+
+#[cfg(test)]
+mod tests {
+    //! Discovery and verdict through each NAT behaviour of the simulator,
+    //! with an RFC 5780 server on two public addresses.
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    use super::verdict;
+    use crate::sim::{Filtering, LinkConfig, Mapping, NatConfig, Network};
+    use crate::stun::{
+        BehaviorDiscovery, BindingServer, NatFiltering, NatMapping, RetransmitPolicy,
+    };
+
+    const PRIMARY: &str = "203.0.113.10:3478";
+    const ALTERNATE: &str = "203.0.113.11:3479";
+
+    fn discover(nat: Option<(Mapping, Filtering)>) -> crate::stun::BehaviorReport {
+        let link = LinkConfig {
+            delay: Duration::from_millis(5),
+            jitter: Duration::ZERO,
+            loss: 0.0,
+        };
+        let mut net = Network::new(11);
+        let (primary, alternate): (SocketAddr, SocketAddr) =
+            (PRIMARY.parse().unwrap(), ALTERNATE.parse().unwrap());
+        net.add_host(primary.ip(), None, link);
+        net.add_host(alternate.ip(), None, link);
+        let client: SocketAddr = match nat {
+            Some((mapping, filtering)) => {
+                let cfg = NatConfig {
+                    public_ip: "203.0.113.1".parse().unwrap(),
+                    mapping,
+                    filtering,
+                    hairpinning: false,
+                    port_preservation: true,
+                    mapping_timeout: Duration::from_secs(120),
+                };
+                let n = net.add_nat(cfg, link);
+                net.add_host("10.0.0.2".parse().unwrap(), Some(n), link);
+                "10.0.0.2:5000".parse().unwrap()
+            }
+            None => {
+                net.add_host("203.0.113.50".parse().unwrap(), None, link);
+                "203.0.113.50:5000".parse().unwrap()
+            }
+        };
+        let mut server = BindingServer::new(primary, Some(alternate), None);
+        let owned = server.local_addresses();
+        let policy = RetransmitPolicy {
+            rto: Duration::from_millis(200),
+            max_rto: Duration::from_millis(800),
+            max_transmissions: 3,
+            last_wait_factor: 5,
+        };
+        let mut now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut d = BehaviorDiscovery::new(primary, client, policy, &mut rng, now);
+        for _ in 0..10_000 {
+            if d.is_done() {
+                break;
+            }
+            while let Some((to, data)) = d.poll_transmit() {
+                net.send(now, client, to, data).unwrap();
+            }
+            while let Some(dg) = net.poll_delivery(now) {
+                if owned.contains(&dg.to) {
+                    if let Some(t) = server.handle(dg.to, dg.from, &dg.data) {
+                        net.send(now, t.from, t.to, t.data).unwrap();
+                    }
+                } else if dg.to == client {
+                    d.handle_packet(now, dg.from, &dg.data);
+                }
+            }
+            if d.is_done() {
+                break;
+            }
+            let next = [d.poll_timeout(), net.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            now = next
+                .unwrap_or_else(|| panic!("{nat:?}: discovery stalled: {:?}", d.result()))
+                .max(now);
+            d.handle_timeout(now);
+        }
+        d.result().expect("finished").expect("succeeded")
+    }
+
+    #[test]
+    fn without_rfc5780_behind_a_nat_the_verdict_says_unknown() {
+        let report = crate::stun::BehaviorReport {
+            local: "10.0.0.2:5000".parse().unwrap(),
+            mapped: Some("203.0.113.1:40000".parse().unwrap()),
+            other_address: None,
+            mapping: None,
+            filtering: None,
+            rtt: None,
+            server_software: None,
+        };
+        let (sentence, relay) = verdict(&report);
+        assert_eq!(relay, None);
+        assert!(sentence.contains("203.0.113.1:40000") && sentence.contains("RFC 5780"));
+    }
+
+    #[test]
+    fn each_nat_behaviour_is_classified_and_explained() {
+        use Filtering as F;
+        use Mapping as M;
+        let rows = [
+            (
+                None,
+                NatMapping::NoNat,
+                NatFiltering::EndpointIndependent,
+                Some(false),
+            ),
+            (
+                Some((M::EndpointIndependent, F::EndpointIndependent)),
+                NatMapping::EndpointIndependent,
+                NatFiltering::EndpointIndependent,
+                Some(false),
+            ),
+            (
+                Some((M::EndpointIndependent, F::AddressAndPortDependent)),
+                NatMapping::EndpointIndependent,
+                NatFiltering::AddressAndPortDependent,
+                Some(false),
+            ),
+            (
+                Some((M::EndpointIndependent, F::AddressDependent)),
+                NatMapping::EndpointIndependent,
+                NatFiltering::AddressDependent,
+                Some(false),
+            ),
+            (
+                Some((M::AddressAndPortDependent, F::AddressAndPortDependent)),
+                NatMapping::AddressAndPortDependent,
+                NatFiltering::AddressAndPortDependent,
+                Some(true),
+            ),
+            (
+                Some((M::AddressDependent, F::AddressDependent)),
+                NatMapping::AddressDependent,
+                NatFiltering::AddressDependent,
+                Some(true),
+            ),
+        ];
+        for (nat, mapping, filtering, relay) in rows {
+            let report = discover(nat);
+            assert_eq!(report.mapping, Some(mapping), "{nat:?}");
+            assert_eq!(report.filtering, Some(filtering), "{nat:?}");
+            assert_eq!(verdict(&report).1, relay, "{nat:?}");
+            if nat.is_some() {
+                assert_eq!(report.mapped.unwrap().ip().to_string(), "203.0.113.1");
+            }
+        }
+    }
 }
