@@ -174,6 +174,21 @@ struct Consent {
     failing: bool,
 }
 
+/// The credentials of the session an ICE restart replaced. Kept until a new
+/// pair is selected, so the peer's checks on the old pair are still answered
+/// and our consent on it keeps running (RFC 8445 §9, RFC 7675).
+struct PreviousSession {
+    generation: u32,
+    local: IceCredentials,
+    remote: IceCredentials,
+}
+
+/// Which session an authenticated request belongs to.
+enum RequestSession {
+    Current,
+    Previous,
+}
+
 /// Full ICE agent for one data stream.
 pub struct IceAgent {
     config: IceConfig,
@@ -196,9 +211,12 @@ pub struct IceAgent {
     checklist: ChecklistState,
     components: Vec<ComponentState>,
     remote_end_of_candidates: bool,
+    /// Another layer (TURN) is still gathering candidates for us.
+    external_gathering: bool,
     consent_lost: bool,
     state: ConnectionState,
     generation: u32,
+    previous_session: Option<PreviousSession>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IceEvent>,
     stats: IceStats,
@@ -235,9 +253,11 @@ impl IceAgent {
             checklist: ChecklistState::Running,
             components,
             remote_end_of_candidates: false,
+            external_gathering: false,
             consent_lost: false,
             state: ConnectionState::New,
             generation: 0,
+            previous_session: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: IceStats::default(),
@@ -335,6 +355,16 @@ impl IceAgent {
         self.push_local(candidate).is_some()
     }
 
+    /// Another layer (the TURN client) is gathering relayed candidates: until
+    /// it says it is done, gathering is not complete and the check list
+    /// cannot fail for lack of candidates.
+    pub fn set_external_gathering(&mut self, pending: bool) {
+        self.external_gathering = pending;
+        if pending {
+            self.gathering_reported = false;
+        }
+    }
+
     /// Gather a server-reflexive candidate from every host candidate of the
     /// same address family (RFC 8445 §5.1.1.2).
     pub fn add_stun_server(&mut self, server: SocketAddr) {
@@ -361,10 +391,15 @@ impl IceAgent {
             .iter()
             .position(|r| r.address == candidate.address && r.component == candidate.component)
         {
-            // A signalled candidate replaces a peer-reflexive guess (§7.3.1.3).
+            // A signalled candidate replaces a peer-reflexive guess
+            // (§7.3.1.3), and is paired with every base like any other.
             if self.remote[existing].kind == CandidateType::PeerReflexive {
                 self.remote[existing] = candidate;
                 self.recompute_pair_priorities();
+                for local in 0..self.local.len() {
+                    self.form_pair(local, existing);
+                }
+                self.revive_checklist();
             }
             return;
         }
@@ -373,7 +408,12 @@ impl IceAgent {
         for local in 0..self.local.len() {
             self.form_pair(local, remote);
         }
-        if self.checklist == ChecklistState::Failed {
+        self.revive_checklist();
+    }
+
+    /// New candidates give a failed check list something to try again.
+    fn revive_checklist(&mut self) {
+        if self.checklist == ChecklistState::Failed && !self.consent_lost {
             self.checklist = ChecklistState::Running;
         }
     }
@@ -388,24 +428,38 @@ impl IceAgent {
     /// ICE restart (RFC 8445 §9): new credentials, a new check list, the
     /// selected pair kept for media until a new one is chosen.
     pub fn restart(&mut self) -> IceCredentials {
-        self.local_credentials = IceCredentials::random(self.rng.as_mut());
-        self.remote_credentials = None;
+        let new = IceCredentials::random(self.rng.as_mut());
+        let old = std::mem::replace(&mut self.local_credentials, new);
+        let carrying_media = self
+            .components
+            .iter()
+            .any(|c| self.media_pair(c.id).is_some());
+        self.previous_session = match self.remote_credentials.take() {
+            Some(remote) if carrying_media && !self.consent_lost => Some(PreviousSession {
+                generation: self.generation,
+                local: old,
+                remote,
+            }),
+            _ => None,
+        };
         for c in 0..self.components.len() {
             let snapshot = self.media_pair(self.components[c].id);
             let comp = &mut self.components[c];
             comp.previous = snapshot;
             comp.selected = None;
             comp.first_valid_at = None;
-            comp.consent = None;
+            if comp.previous.is_none() {
+                comp.consent = None;
+            }
         }
         self.remote.clear();
         self.pairs.clear();
         self.triggered.clear();
+        // Checks of the old generation end here; consent on the old pair goes on.
         self.in_flight
-            .retain(|t| matches!(t.purpose, Purpose::Gather { .. }));
+            .retain(|t| matches!(t.purpose, Purpose::Gather { .. } | Purpose::Consent { .. }));
         self.generation += 1;
         self.remote_end_of_candidates = false;
-        self.consent_lost = false;
         self.checklist = ChecklistState::Running;
         self.next_pace = self.now;
         self.update_state();
@@ -567,9 +621,12 @@ impl IceAgent {
                 && c.base == candidate.base
                 && c.component == candidate.component
         }) {
-            if self.local[existing].priority >= candidate.priority {
-                return None;
+            // §5.1.3: keep only the higher-priority one of redundant candidates.
+            if self.local[existing].priority < candidate.priority {
+                self.local[existing] = candidate;
+                self.recompute_pair_priorities();
             }
+            return None;
         }
         self.events
             .push_back(IceEvent::LocalCandidate(candidate.clone()));
@@ -578,6 +635,7 @@ impl IceAgent {
         for remote in 0..self.remote.len() {
             self.form_pair(local, remote);
         }
+        self.revive_checklist();
         Some(local)
     }
 
@@ -616,18 +674,26 @@ impl IceAgent {
             .position(|p| p.local == local && p.remote == remote)
     }
 
+    /// After a role change or a replaced candidate: priorities and
+    /// foundations follow the candidates.
     fn recompute_pair_priorities(&mut self) {
         for p in &mut self.pairs {
-            p.priority = priority_for(
-                &self.local[p.local],
-                &self.remote[p.remote],
-                self.controlling,
-            );
+            let (l, r) = (&self.local[p.local], &self.remote[p.remote]);
+            p.priority = priority_for(l, r, self.controlling);
+            p.foundation = format!("{}:{}", l.foundation, r.foundation);
         }
     }
 
     fn set_pair_state(&mut self, pair: usize, state: PairState) {
         let p = &mut self.pairs[pair];
+        if state == PairState::Failed {
+            // §7.2.5.3.4: a failed pair leaves the valid list, and with it
+            // any nomination.
+            p.valid = false;
+            p.nominated = false;
+            p.nominating = false;
+            p.nominate_on_success = false;
+        }
         if p.state == state {
             return;
         }
@@ -646,7 +712,7 @@ impl IceAgent {
         self.pairs
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.component == component && p.valid)
+            .filter(|(_, p)| p.component == component && p.valid && p.state == PairState::Succeeded)
             .max_by_key(|(_, p)| p.priority)
             .map(|(i, _)| i)
     }
@@ -684,13 +750,17 @@ impl IceAgent {
         self.report_gathering_complete();
     }
 
-    fn report_gathering_complete(&mut self) {
-        let gathering = !self.gathers_queued.is_empty()
+    fn gathering(&self) -> bool {
+        self.external_gathering
+            || !self.gathers_queued.is_empty()
             || self
                 .in_flight
                 .iter()
-                .any(|t| matches!(t.purpose, Purpose::Gather { .. }));
-        if !gathering && !self.gathering_reported {
+                .any(|t| matches!(t.purpose, Purpose::Gather { .. }))
+    }
+
+    fn report_gathering_complete(&mut self) {
+        if !self.gathering() && !self.gathering_reported {
             self.gathering_reported = true;
             self.events.push_back(IceEvent::GatheringComplete);
         }
@@ -788,11 +858,14 @@ impl IceAgent {
                 if t.generation == self.generation
                     && self.pairs.get(pair).and_then(|p| p.current_transaction) == Some(t.id)
                 {
-                    let p = &mut self.pairs[pair];
-                    p.current_transaction = None;
-                    p.nominating = false;
-                    p.valid = false;
-                    self.set_pair_state(pair, PairState::Failed);
+                    self.pairs[pair].current_transaction = None;
+                    // A cancelled check's silence is not a failure (§8.1.2).
+                    let state = if t.retransmit {
+                        PairState::Failed
+                    } else {
+                        PairState::Waiting
+                    };
+                    self.set_pair_state(pair, state);
                 }
             }
             Purpose::Gather { server, .. } => {
@@ -823,6 +896,7 @@ impl IceAgent {
         }
         self.pairs.iter().any(|p| {
             !p.valid_only
+                && !self.component_selected(p.component)
                 && (p.state == PairState::Waiting
                     || (p.state == PairState::Frozen && !self.foundation_busy(&p.foundation)))
         })
@@ -869,6 +943,7 @@ impl IceAgent {
             .iter()
             .enumerate()
             .filter(|(_, p)| p.state == PairState::Waiting && !p.valid_only)
+            .filter(|(_, p)| !self.component_selected(p.component))
             .max_by_key(|(_, p)| p.priority)
             .map(|(i, _)| i)
     }
@@ -876,6 +951,7 @@ impl IceAgent {
     fn unfreeze_one_per_idle_foundation(&mut self) {
         let mut order: Vec<usize> = (0..self.pairs.len())
             .filter(|&i| self.pairs[i].state == PairState::Frozen)
+            .filter(|&i| !self.component_selected(self.pairs[i].component))
             .collect();
         order.sort_by_key(|&i| std::cmp::Reverse(self.pairs[i].priority));
         for i in order {
@@ -898,7 +974,14 @@ impl IceAgent {
         let priority_sent = local.peer_reflexive_priority();
         let (source, destination) = (local.base, remote.address);
         let id = TransactionId::random(self.rng.as_mut());
-        let contents = self.build_check(id, &remote_credentials, priority_sent, use_candidate);
+        let local_ufrag = self.local_credentials.ufrag.clone();
+        let contents = self.build_check(
+            id,
+            &local_ufrag,
+            &remote_credentials,
+            priority_sent,
+            use_candidate,
+        );
         // A superseded transaction may still be answered, but must not
         // retransmit or fail the pair (§7.3.1.4).
         if let Some(old) = self.pairs[pair].current_transaction {
@@ -927,11 +1010,12 @@ impl IceAgent {
     fn build_check(
         &self,
         id: TransactionId,
+        local_ufrag: &str,
         remote: &IceCredentials,
         priority: u32,
         use_candidate: bool,
     ) -> Vec<u8> {
-        let username = format!("{}:{}", remote.ufrag, self.local_credentials.ufrag);
+        let username = format!("{}:{}", remote.ufrag, local_ufrag);
         let mut b = MessageBuilder::new(Class::Request, Method::BINDING, id);
         b.add(&Attribute::Username(&username));
         b.add(&Attribute::Priority(priority));
@@ -968,13 +1052,21 @@ impl IceAgent {
             return;
         };
         tracing::trace!(%source, %destination, use_candidate = msg.use_candidate(), "check received");
-        if let Err(code) = self.authenticate_request(msg) {
-            let reason = if code == 400 {
-                "Bad Request"
-            } else {
-                "Unauthorized"
-            };
-            self.respond(msg, destination, source, Err((code, reason, &[])));
+        let session = match self.authenticate_request(msg) {
+            Ok(session) => session,
+            Err(code) => {
+                let reason = if code == 400 {
+                    "Bad Request"
+                } else {
+                    "Unauthorized"
+                };
+                self.respond_unauthenticated(msg, destination, source, code, reason);
+                return;
+            }
+        };
+        if let RequestSession::Previous = session {
+            // The peer's consent on the old pair: answer, learn nothing.
+            self.respond_previous_session(msg, destination, source);
             return;
         }
         let mut unknown = [0u16; 8];
@@ -1013,20 +1105,31 @@ impl IceAgent {
         }
     }
 
-    /// RFC 8445 §7.3: USERNAME must start with our ufrag and MESSAGE-INTEGRITY
-    /// verify with our password; RFC 8489 §9.1.3 says which code answers what.
-    fn authenticate_request(&mut self, msg: &Message<'_>) -> Result<(), u16> {
+    /// RFC 8445 §7.3: USERNAME must start with our ufrag — of this session,
+    /// or of the one a restart replaced while it still carries media — and
+    /// MESSAGE-INTEGRITY verify with the matching password; RFC 8489 §9.1.3
+    /// says which code answers what.
+    fn authenticate_request(&mut self, msg: &Message<'_>) -> Result<RequestSession, u16> {
         let (Some(username), true) = (msg.username(), msg.has_message_integrity()) else {
             self.stats.unauthenticated += 1;
             return Err(400);
         };
-        let ours = username.split(':').next() == Some(self.local_credentials.ufrag.as_str());
-        let key = short_term_key(&self.local_credentials.pwd);
-        if !ours || msg.check_integrity(&key).is_err() {
-            self.stats.unauthenticated += 1;
-            return Err(401);
+        let ufrag = username.split(':').next().unwrap_or_default();
+        let verifies = |creds: &IceCredentials| {
+            creds.ufrag == ufrag && msg.check_integrity(&short_term_key(&creds.pwd)).is_ok()
+        };
+        if verifies(&self.local_credentials) {
+            return Ok(RequestSession::Current);
         }
-        Ok(())
+        if self
+            .previous_session
+            .as_ref()
+            .is_some_and(|p| verifies(&p.local))
+        {
+            return Ok(RequestSession::Previous);
+        }
+        self.stats.unauthenticated += 1;
+        Err(401)
     }
 
     /// RFC 8445 §7.3.1.1. Returns false when the request must get a 487.
@@ -1065,6 +1168,7 @@ impl IceAgent {
         });
     }
 
+    /// Answers an authenticated request, signed with our password.
     fn respond(
         &mut self,
         req: &Message<'_>,
@@ -1072,7 +1176,6 @@ impl IceAgent {
         to: SocketAddr,
         outcome: Result<(), (u16, &str, &[u16])>,
     ) {
-        let key = short_term_key(&self.local_credentials.pwd);
         let mut b = match outcome {
             Ok(()) => {
                 let mut b = response_builder(req, Class::Success);
@@ -1081,11 +1184,36 @@ impl IceAgent {
             }
             Err((code, reason, unknown)) => error_response(req, code, reason, unknown),
         };
-        // Integrity only where the request proved it knows our password;
-        // a 400/401 is unauthenticated by nature.
-        if !matches!(outcome, Err((400 | 401, _, _))) {
-            b.add_message_integrity(&key);
-        }
+        b.add_message_integrity(&short_term_key(&self.local_credentials.pwd));
+        self.send_response(b, from, to);
+    }
+
+    fn respond_previous_session(&mut self, req: &Message<'_>, from: SocketAddr, to: SocketAddr) {
+        let Some(previous) = self.previous_session.as_ref() else {
+            return;
+        };
+        let key = short_term_key(&previous.local.pwd);
+        let mut b = response_builder(req, Class::Success);
+        b.add(&Attribute::XorMappedAddress(to));
+        b.add_message_integrity(&key);
+        self.send_response(b, from, to);
+    }
+
+    /// A 400/401 carries no integrity: the request did not prove it knows
+    /// the password, so there is nothing to sign for (RFC 8489 §9.1.3).
+    fn respond_unauthenticated(
+        &mut self,
+        req: &Message<'_>,
+        from: SocketAddr,
+        to: SocketAddr,
+        code: u16,
+        reason: &str,
+    ) {
+        let b = error_response(req, code, reason, &[]);
+        self.send_response(b, from, to);
+    }
+
+    fn send_response(&mut self, mut b: MessageBuilder, from: SocketAddr, to: SocketAddr) {
         b.add_fingerprint();
         self.transmits.push_back(Transmit {
             source: from,
@@ -1117,8 +1245,10 @@ impl IceAgent {
     fn trigger_check(&mut self, pair: usize) {
         match self.pairs[pair].state {
             PairState::Succeeded => return,
-            PairState::Failed | PairState::Frozen => self.set_pair_state(pair, PairState::Waiting),
-            PairState::Waiting | PairState::InProgress => {}
+            PairState::Waiting => {}
+            PairState::Failed | PairState::Frozen | PairState::InProgress => {
+                self.set_pair_state(pair, PairState::Waiting)
+            }
         }
         if !self.triggered.contains(&pair) {
             self.triggered.push_back(pair);
@@ -1170,28 +1300,30 @@ impl IceAgent {
         };
         match self.in_flight[pos].purpose.clone() {
             Purpose::Gather { host, server } => {
-                let t = self.in_flight.swap_remove(pos);
-                if source == t.destination {
-                    self.on_gather_response(host, server, msg);
+                if source != self.in_flight[pos].destination {
+                    self.stats.unmatched_responses += 1;
+                    return true;
                 }
+                self.in_flight.swap_remove(pos);
+                self.on_gather_response(host, server, msg);
                 self.report_gathering_complete();
             }
             Purpose::Check { .. } | Purpose::Consent { .. } => {
-                let Some(remote) = self.remote_credentials.as_ref() else {
+                let Some(key) = self.remote_key(self.in_flight[pos].generation) else {
                     return true;
                 };
-                if msg.check_integrity(&short_term_key(&remote.pwd)).is_err() {
+                if msg.check_integrity(&key).is_err() {
                     // A forged or stale answer must not end the transaction.
                     self.stats.unauthenticated += 1;
                     return true;
                 }
                 let t = self.in_flight.swap_remove(pos);
-                if t.generation != self.generation {
-                    return true;
-                }
                 let symmetric = source == t.destination && destination == t.source;
                 match t.purpose.clone() {
-                    Purpose::Check { .. } => self.on_check_response(now, t, msg, symmetric),
+                    Purpose::Check { .. } if t.generation == self.generation => {
+                        self.on_check_response(now, t, msg, symmetric)
+                    }
+                    Purpose::Check { .. } => {}
                     Purpose::Consent { component } => {
                         self.on_consent_response(now, component, msg, symmetric)
                     }
@@ -1200,6 +1332,20 @@ impl IceAgent {
             }
         }
         true
+    }
+
+    /// The peer's password for transactions of a given generation.
+    fn remote_key(&self, generation: u32) -> Option<Vec<u8>> {
+        if generation == self.generation {
+            return self
+                .remote_credentials
+                .as_ref()
+                .map(|c| short_term_key(&c.pwd));
+        }
+        self.previous_session
+            .as_ref()
+            .filter(|p| p.generation == generation)
+            .map(|p| short_term_key(&p.remote.pwd))
     }
 
     fn on_check_response(&mut self, now: Instant, t: InFlight, msg: &Message<'_>, symmetric: bool) {
@@ -1227,7 +1373,6 @@ impl IceAgent {
         let mapped = msg.xor_mapped_address();
         let (true, Some(mapped)) = (symmetric, mapped) else {
             // §7.2.5.2.1: a non-symmetric answer fails the pair.
-            self.pairs[pair].nominating = false;
             self.set_pair_state(pair, PairState::Failed);
             return;
         };
@@ -1259,6 +1404,8 @@ impl IceAgent {
             // claimed, unless an earlier conflict already did, and retry.
             if self.controlling == was_controlling {
                 self.switch_role();
+                // §7.2.5.1: "The agent MUST change the tiebreaker value."
+                self.tie_breaker = self.rng.next_u64();
             }
             self.set_pair_state(pair, PairState::Waiting);
             if !self.triggered.contains(&pair) {
@@ -1267,7 +1414,6 @@ impl IceAgent {
             return;
         }
         tracing::debug!(code, reason, "check answered with an error");
-        self.pairs[pair].nominating = false;
         self.set_pair_state(pair, PairState::Failed);
     }
 
@@ -1416,12 +1562,13 @@ impl IceAgent {
             let comp = &mut self.components[c];
             comp.selected = Some(best);
             comp.previous = None;
-            comp.consent.get_or_insert(Consent {
+            comp.consent = Some(Consent {
                 last_answered: now,
                 next_check: now + jitter,
                 in_flight: false,
                 failing: false,
             });
+            self.stop_checks_for(id);
             let p = &self.pairs[best];
             self.events.push_back(IceEvent::SelectedPair {
                 component: id,
@@ -1429,11 +1576,44 @@ impl IceAgent {
                 remote: self.remote[p.remote].clone(),
             });
         }
-        if self.components.iter().all(|c| c.selected.is_some()) {
-            // §8.1.2: with every component selected the check list is done.
+        if self.components_in_use().all(|c| c.selected.is_some()) {
+            // §8.1.2: with every component selected the check list is done,
+            // and the session a restart replaced is over.
             self.checklist = ChecklistState::Completed;
             self.triggered.retain(|&p| self.pairs[p].nominating);
+            self.previous_session = None;
         }
+    }
+
+    /// §8.1.2: once a component has its selected pair, its other checks
+    /// stop: no new ones, and those in flight are no longer retransmitted.
+    fn stop_checks_for(&mut self, component: u16) {
+        let pairs = &self.pairs;
+        self.triggered
+            .retain(|&p| pairs[p].component != component || pairs[p].nominating);
+        for t in &mut self.in_flight {
+            if let Purpose::Check { pair, .. } = t.purpose {
+                if pairs[pair].component == component && !pairs[pair].nominating {
+                    t.retransmit = false;
+                }
+            }
+        }
+    }
+
+    fn component_selected(&self, component: u16) -> bool {
+        self.component(component)
+            .is_some_and(|c| c.selected.is_some())
+    }
+
+    /// RFC 8445 §6.1.2.2: the number of components is the smaller of both
+    /// sides'. Once the peer has signalled everything, a component it has no
+    /// candidate for is not in use (e.g. RTCP when it answered rtcp-mux).
+    fn components_in_use(&self) -> impl Iterator<Item = &ComponentState> {
+        self.components.iter().filter(|c| {
+            c.id == 1
+                || !self.remote_end_of_candidates
+                || self.remote.iter().any(|r| r.component == c.id)
+        })
     }
 
     // ----- consent freshness (RFC 7675) -------------------------------------------
@@ -1445,42 +1625,69 @@ impl IceAgent {
     }
 
     fn drive_consent(&mut self, now: Instant) {
-        let Some(remote_credentials) = self.remote_credentials.clone() else {
-            return;
-        };
         for c in 0..self.components.len() {
-            let (Some(selected), Some(consent)) = (
-                self.components[c].selected,
-                self.components[c].consent.as_ref(),
-            ) else {
+            let comp = &self.components[c];
+            let Some(consent) = comp.consent.as_ref() else {
                 continue;
             };
             if consent.in_flight || now < consent.next_check {
                 continue;
             }
-            let component = self.components[c].id;
-            let (local, remote) = (
-                &self.local[self.pairs[selected].local],
-                &self.remote[self.pairs[selected].remote],
-            );
-            let (source, destination, priority) =
-                (local.base, remote.address, local.peer_reflexive_priority());
+            let Some((local, remote, local_ufrag, remote_credentials, generation)) =
+                self.consent_target(comp)
+            else {
+                continue;
+            };
+            let component = comp.id;
             let id = TransactionId::random(self.rng.as_mut());
-            let contents = self.build_check(id, &remote_credentials, priority, false);
+            let priority = local.peer_reflexive_priority();
+            let contents = self.build_check(id, &local_ufrag, &remote_credentials, priority, false);
             if let Some(consent) = self.components[c].consent.as_mut() {
                 consent.in_flight = true;
             }
             let policy = self.config.consent_retransmit;
+            let purpose = Purpose::Consent { component };
             self.start_transaction(
                 now,
                 id,
-                Purpose::Consent { component },
+                purpose,
                 contents,
-                source,
-                destination,
+                local.base,
+                remote.address,
                 policy,
             );
+            if let Some(t) = self.in_flight.last_mut() {
+                t.generation = generation;
+            }
         }
+    }
+
+    /// The pair consent is kept for, with the credentials of its session:
+    /// the selected pair, or during a restart the one media still uses.
+    #[allow(clippy::type_complexity)]
+    fn consent_target(
+        &self,
+        comp: &ComponentState,
+    ) -> Option<(Candidate, Candidate, String, IceCredentials, u32)> {
+        if let Some(selected) = comp.selected {
+            let p = &self.pairs[selected];
+            return Some((
+                self.local[p.local].clone(),
+                self.remote[p.remote].clone(),
+                self.local_credentials.ufrag.clone(),
+                self.remote_credentials.clone()?,
+                self.generation,
+            ));
+        }
+        let (local, remote) = comp.previous.clone()?;
+        let previous = self.previous_session.as_ref()?;
+        Some((
+            local,
+            remote,
+            previous.local.ufrag.clone(),
+            previous.remote.clone(),
+            previous.generation,
+        ))
     }
 
     fn on_consent_response(
@@ -1523,8 +1730,10 @@ impl IceAgent {
         if lost {
             // RFC 7675 §5.1: stop sending on the pair; the call layer may restart ICE.
             self.consent_lost = true;
+            self.previous_session = None;
             for comp in &mut self.components {
                 comp.consent = None;
+                comp.previous = None;
             }
         }
     }
@@ -1547,15 +1756,10 @@ impl IceAgent {
         if self.checklist != ChecklistState::Running || !self.remote_end_of_candidates {
             return;
         }
-        let gathering = !self.gathers_queued.is_empty()
-            || self
-                .in_flight
-                .iter()
-                .any(|t| matches!(t.purpose, Purpose::Gather { .. }));
-        if gathering || !self.triggered.is_empty() {
+        if self.gathering() || !self.triggered.is_empty() {
             return;
         }
-        let hopeless = self.components.iter().any(|c| {
+        let hopeless = self.components_in_use().any(|c| {
             c.selected.is_none()
                 && !self.pairs.iter().any(|p| {
                     p.component == c.id && (p.valid || p.state.is_pending() || p.nominating)
@@ -1577,7 +1781,7 @@ impl IceAgent {
         {
             return ConnectionState::Disconnected;
         }
-        if self.components.iter().all(|c| c.selected.is_some()) {
+        if self.components_in_use().all(|c| c.selected.is_some()) {
             let checks_in_flight = self.pairs.iter().any(|p| p.state == PairState::InProgress);
             return if checks_in_flight {
                 ConnectionState::Connected

@@ -198,6 +198,7 @@ impl World {
                 self.deliver(dg);
                 self.flush();
             }
+            self.check_invariants();
             if stop(self) {
                 return;
             }
@@ -217,6 +218,18 @@ impl World {
                     self.flush();
                     return;
                 }
+            }
+        }
+    }
+
+    /// Holds after every step, whatever the scenario.
+    fn check_invariants(&self) {
+        for (i, s) in self.sides.iter().enumerate() {
+            for p in s.agent.pairs() {
+                assert!(
+                    !(p.state == super::PairState::Failed && (p.valid || p.nominated)),
+                    "side {i}: a failed pair is still valid or nominated: {p:?}"
+                );
             }
         }
     }

@@ -315,6 +315,9 @@ fn remote_candidates_trickled_after_checks_began_are_used() {
     }
     w.run_until(w.elapsed() + Duration::from_secs(5), |w| w.both_connected());
     assert!(w.both_connected());
+    // A reaches B's trickled server-reflexive candidate, not merely a
+    // peer-reflexive guess learnt from B's checks.
+    assert_eq!(w.selected_types(0), Some((Host, Srflx)));
 }
 
 #[test]
@@ -407,14 +410,12 @@ fn full_agent_connects_to_an_ice_lite_peer() {
             b.add_message_integrity(&short_term_key(&lite_creds.pwd));
             b.add_fingerprint();
             let response = b.finish();
-            agent.handle_packet(now + Duration::from_millis(5), lite, local, &response);
+            agent.handle_packet(now, lite, local, &response);
         }
         if is_connected(agent.state()) {
             break;
         }
-        now = agent
-            .poll_timeout()
-            .unwrap_or(now + Duration::from_millis(5));
+        now = agent.poll_timeout().unwrap_or(now).max(now);
     }
     assert!(is_connected(agent.state()), "state {:?}", agent.state());
     assert_eq!(agent.selected_pair(1).unwrap().1.address, lite);
@@ -467,4 +468,266 @@ fn hostile_datagrams_are_counted_never_fatal() {
         .iter()
         .all(|c| c.address != stranger));
     assert!(is_connected(agent.state()));
+}
+
+// ----- a scripted peer for unit tests of single exchanges ---------------------
+
+const LOCAL: &str = "192.0.2.1:5000";
+const PEER: &str = "192.0.2.2:6000";
+
+fn peer_credentials() -> IceCredentials {
+    IceCredentials {
+        ufrag: "peer".into(),
+        pwd: "peerpasswordpeerpassword".into(),
+    }
+}
+
+/// An agent with one host candidate, paired with one remote host candidate
+/// of a scripted peer whose credentials it knows.
+fn agent_with_peer(controlling: bool, seed: u64) -> (IceAgent, Instant) {
+    let start = Instant::now();
+    let mut agent = IceAgent::new(
+        IceConfig::default(),
+        start,
+        Box::new(StdRng::seed_from_u64(seed)),
+    );
+    agent.add_host_candidate(1, LOCAL.parse().unwrap());
+    agent.set_controlling(controlling);
+    agent.set_remote_credentials(peer_credentials());
+    agent.add_remote_candidate(Candidate::remote(
+        PEER.parse().unwrap(),
+        Host,
+        2_130_706_431,
+        "9",
+        1,
+        None,
+    ));
+    agent.end_of_remote_candidates();
+    (agent, start)
+}
+
+fn reply(check: &[u8], code: Option<u16>, signed: bool) -> Vec<u8> {
+    use crate::stun::{
+        error_response, response_builder, short_term_key, Attribute, Class, Message,
+    };
+    let msg = Message::decode(check).unwrap();
+    let mut b = match code {
+        Some(code) => error_response(&msg, code, "scripted", &[]),
+        None => {
+            let mut b = response_builder(&msg, Class::Success);
+            b.add(&Attribute::XorMappedAddress(LOCAL.parse().unwrap()));
+            b
+        }
+    };
+    if signed {
+        b.add_message_integrity(&short_term_key(&peer_credentials().pwd));
+    }
+    b.add_fingerprint();
+    b.finish()
+}
+
+/// A check as the peer would send it to our agent.
+fn peer_check(username: &str, pwd: &str, attrs: &[crate::stun::Attribute<'_>]) -> Vec<u8> {
+    use crate::stun::{short_term_key, Attribute, Class, MessageBuilder, Method, TransactionId};
+    let mut b = MessageBuilder::new(Class::Request, Method::BINDING, TransactionId([9; 12]));
+    b.add(&Attribute::Username(username));
+    b.add(&Attribute::Priority(1_000));
+    for a in attrs {
+        b.add(a);
+    }
+    b.add_message_integrity(&short_term_key(pwd));
+    b.add_fingerprint();
+    b.finish()
+}
+
+fn response_code(t: &Transmit) -> Option<u16> {
+    crate::stun::Message::decode(&t.contents)
+        .unwrap()
+        .error_code()
+        .map(|(c, _)| c)
+}
+
+fn addrs() -> (SocketAddr, SocketAddr) {
+    (LOCAL.parse().unwrap(), PEER.parse().unwrap())
+}
+
+#[test]
+fn an_unsigned_answer_to_a_live_check_is_ignored() {
+    let (mut agent, now) = agent_with_peer(true, 1);
+    agent.handle_timeout(now);
+    let check = agent.poll_transmit().expect("a check");
+    let forged = reply(&check.contents, None, false);
+    agent.handle_packet(now, check.destination, check.source, &forged);
+    assert!(
+        agent.pairs().iter().all(|p| !p.valid),
+        "forged success accepted"
+    );
+    assert_eq!(agent.stats().unauthenticated, 1);
+    // The genuine answer still completes the transaction afterwards.
+    let genuine = reply(&check.contents, None, true);
+    agent.handle_packet(now, check.destination, check.source, &genuine);
+    assert!(agent.pairs().iter().any(|p| p.valid));
+}
+
+#[test]
+fn requests_that_fail_authentication_change_nothing() {
+    use crate::stun::Attribute;
+    let (mut agent, now) = agent_with_peer(false, 2);
+    let (local, peer) = addrs();
+    let stranger: SocketAddr = "192.0.2.66:7".parse().unwrap();
+    let hostile = [Attribute::UseCandidate, Attribute::IceControlled(u64::MAX)];
+    let ours = agent.local_credentials().clone();
+    let username = format!("{}:peer", ours.ufrag);
+    // Wrong password: an unsigned 401, no role change, nothing learnt.
+    let bad = peer_check(&username, "not the password at all!", &hostile);
+    agent.handle_packet(now, stranger, local, &bad);
+    let t = agent.poll_transmit().expect("an answer");
+    assert_eq!(response_code(&t), Some(401));
+    assert!(!crate::stun::Message::decode(&t.contents)
+        .unwrap()
+        .has_message_integrity());
+    assert!(
+        !agent.is_controlling(),
+        "an unauthenticated request changed the role"
+    );
+    assert!(agent
+        .remote_candidates()
+        .iter()
+        .all(|c| c.address != stranger));
+    // Right password, someone else's ufrag: 401 as well.
+    let wrong_user = peer_check("someone:peer", &ours.pwd, &[]);
+    agent.handle_packet(now, peer, local, &wrong_user);
+    let t = agent.poll_transmit().expect("an answer");
+    assert_eq!(response_code(&t), Some(401));
+    // No USERNAME at all: 400.
+    let mut b = crate::stun::MessageBuilder::new(
+        crate::stun::Class::Request,
+        crate::stun::Method::BINDING,
+        crate::stun::TransactionId([1; 12]),
+    );
+    b.add_fingerprint();
+    agent.handle_packet(now, peer, local, &b.finish());
+    let t = agent.poll_transmit().expect("an answer");
+    assert_eq!(response_code(&t), Some(400));
+}
+
+#[test]
+fn role_conflict_487_both_ways() {
+    use crate::stun::{Attribute, Message};
+    let (local, peer) = addrs();
+    // We control and win: the peer's ICE-CONTROLLING request gets a signed 487.
+    let (mut agent, now) = agent_with_peer(true, 3);
+    agent.set_tie_breaker(u64::MAX);
+    let ours = agent.local_credentials().clone();
+    let req = peer_check(
+        &format!("{}:peer", ours.ufrag),
+        &ours.pwd,
+        &[Attribute::IceControlling(5)],
+    );
+    agent.handle_packet(now, peer, local, &req);
+    let t = agent.poll_transmit().expect("an answer");
+    assert_eq!(response_code(&t), Some(487));
+    assert!(Message::decode(&t.contents)
+        .unwrap()
+        .has_message_integrity());
+    assert!(agent.is_controlling());
+
+    // Our check is answered 487: switch role, change tie-breaker, retry.
+    let (mut agent, now) = agent_with_peer(true, 4);
+    agent.handle_timeout(now);
+    let check = agent.poll_transmit().expect("a check");
+    let first = Message::decode(&check.contents).unwrap().ice_controlling();
+    let conflict = reply(&check.contents, Some(487), true);
+    agent.handle_packet(now, peer, local, &conflict);
+    assert!(!agent.is_controlling(), "487 must switch us to controlled");
+    let later = now + Duration::from_millis(60);
+    agent.handle_timeout(later);
+    let retry = agent.poll_transmit().expect("the pair is checked again");
+    let retry = Message::decode(&retry.contents).unwrap();
+    assert!(retry.ice_controlling().is_none());
+    let tie = retry.ice_controlled().expect("now controlled");
+    assert_ne!(Some(tie), first, "§7.2.5.1: the tie-breaker changes");
+}
+
+#[test]
+fn a_refused_nomination_fails_the_pair_instead_of_looping() {
+    let (mut agent, start) = agent_with_peer(true, 5);
+    let (local, peer) = addrs();
+    let mut now = start;
+    let mut sent = 0;
+    for _ in 0..500 {
+        agent.handle_timeout(now);
+        while let Some(t) = agent.poll_transmit() {
+            sent += 1;
+            let msg = crate::stun::Message::decode(&t.contents).unwrap();
+            // The scripted peer accepts ordinary checks and refuses nominations.
+            let code = msg.use_candidate().then_some(400);
+            let r = reply(&t.contents, code, true);
+            agent.handle_packet(now, peer, local, &r);
+        }
+        match agent.poll_timeout() {
+            Some(t) if t - start < Duration::from_secs(60) => now = t.max(now),
+            _ => break,
+        }
+    }
+    assert!(
+        sent < 20,
+        "{sent} checks: the refused pair was retried in a loop"
+    );
+    assert_eq!(agent.state(), ConnectionState::Failed);
+    assert!(agent.media_pair(1).is_none(), "no media on a failed pair");
+}
+
+#[test]
+fn a_peer_without_rtcp_leaves_only_the_rtp_component() {
+    // A offers RTP and RTCP; B (rtcp-mux) has only component 1.
+    let mut w = WorldBuilder::default().build();
+    let config = IceConfig {
+        components: 2,
+        ..Default::default()
+    };
+    let mut a = IceAgent::new(config, w.start, Box::new(StdRng::seed_from_u64(8)));
+    a.set_controlling(true);
+    let rtp = w.sides[0].addr;
+    a.add_host_candidate(1, rtp);
+    a.add_host_candidate(2, SocketAddr::new(rtp.ip(), rtp.port() + 1));
+    a.add_stun_server(STUN_SERVER.parse().unwrap());
+    w.sides[0].agent = a;
+    let t = w.connect(Duration::from_secs(20));
+    assert!(
+        t.is_some(),
+        "A: {:?}, B: {:?}",
+        w.sides[0].agent.state(),
+        w.sides[1].agent.state()
+    );
+    assert!(w.sides[0].agent.selected_pair(1).is_some());
+    assert!(w.sides[0].agent.selected_pair(2).is_none());
+}
+
+#[test]
+fn restart_on_one_side_keeps_the_other_side_connected_until_the_answer() {
+    let mut w = connected_world(WorldBuilder::default().nats(Nat::FullCone, Nat::None));
+    let old = w.sides[1]
+        .agent
+        .selected_pair(1)
+        .map(|(l, r)| (l.address, r.address));
+    w.sides[0].agent.restart();
+    // The re-offer takes 20 s to arrive: consent checks flow both ways on
+    // the old pair meanwhile, with the old credentials.
+    let until = w.elapsed() + Duration::from_secs(20);
+    w.run_until(until, |w| !is_connected(w.sides[1].agent.state()));
+    let b_state = w.sides[1].agent.state();
+    assert!(is_connected(b_state), "B lost A: {b_state:?}");
+    assert_ne!(w.sides[0].agent.state(), ConnectionState::Disconnected);
+    assert!(w.sides[0].agent.media_pair(1).is_some());
+    // Now B restarts too and both exchange the new candidates.
+    w.sides[1].agent.restart();
+    w.exchange_candidates();
+    w.run_until(w.elapsed() + Duration::from_secs(5), |w| w.both_connected());
+    assert!(w.both_connected());
+    let new = w.sides[1]
+        .agent
+        .selected_pair(1)
+        .map(|(l, r)| (l.address, r.address));
+    assert_eq!(new, old);
 }
