@@ -13,6 +13,7 @@ use crate::sim::{Filtering, LinkConfig, Mapping, NatConfig, NatId, Network};
 use crate::stun::BindingServer;
 
 pub const STUN_SERVER: &str = "203.0.113.10:3478";
+pub const STUN_SERVER_V6: &str = "[2001:db8::10]:3478";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nat {
@@ -84,6 +85,9 @@ pub struct WorldBuilder {
     pub seed: u64,
     pub config: IceConfig,
     pub components: u16,
+    /// Everything on IPv6: 2001:db8::/64 as the internet, fd00:N::/64 LANs
+    /// behind NAT66 boxes.
+    pub ipv6: bool,
 }
 
 impl Default for WorldBuilder {
@@ -97,6 +101,7 @@ impl Default for WorldBuilder {
             seed: 7,
             config: IceConfig::default(),
             components: 1,
+            ipv6: false,
         }
     }
 }
@@ -110,10 +115,13 @@ impl WorldBuilder {
     pub fn build(self) -> World {
         let start = Instant::now();
         let mut net = Network::new(self.seed);
-        let stun_addr: SocketAddr = STUN_SERVER.parse().unwrap();
+        let v6 = self.ipv6;
+        let stun_addr: SocketAddr = if v6 { STUN_SERVER_V6 } else { STUN_SERVER }
+            .parse()
+            .unwrap();
         net.add_host(stun_addr.ip(), None, link(self.internet_ms));
         let mut nat_ids: [Option<NatId>; 2] = [None, None];
-        let public = |i: usize| -> IpAddr { format!("203.0.113.{}", i + 1).parse().unwrap() };
+        let public = |i: usize| -> IpAddr { internet_ip(v6, i + 1) };
         if self.same_nat {
             let mut cfg = self.nats[0]
                 .config(public(0))
@@ -132,9 +140,9 @@ impl WorldBuilder {
         let sides = [0usize, 1].map(|i| {
             let nat = nat_ids[i];
             let ip: IpAddr = match (nat, self.same_nat) {
-                (Some(_), true) => format!("10.1.0.{}", i + 2).parse().unwrap(),
-                (Some(_), false) => format!("10.{}.0.2", i + 1).parse().unwrap(),
-                (None, _) => format!("203.0.113.{}", i + 21).parse().unwrap(),
+                (Some(_), true) => lan_ip(v6, 1, i + 2),
+                (Some(_), false) => lan_ip(v6, i + 1, 2),
+                (None, _) => internet_ip(v6, i + 21),
             };
             let delay = if nat.is_some() {
                 self.access_ms
@@ -173,6 +181,24 @@ impl WorldBuilder {
             steps: 0,
         }
     }
+}
+
+fn internet_ip(v6: bool, host: usize) -> IpAddr {
+    let text = if v6 {
+        format!("2001:db8::{host}")
+    } else {
+        format!("203.0.113.{host}")
+    };
+    text.parse().unwrap()
+}
+
+fn lan_ip(v6: bool, lan: usize, host: usize) -> IpAddr {
+    let text = if v6 {
+        format!("fd00:{lan}::{host}")
+    } else {
+        format!("10.{lan}.0.{host}")
+    };
+    text.parse().unwrap()
 }
 
 impl World {

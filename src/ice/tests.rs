@@ -731,3 +731,25 @@ fn restart_on_one_side_keeps_the_other_side_connected_until_the_answer() {
         .map(|(l, r)| (l.address, r.address));
     assert_eq!(new, old);
 }
+
+#[test]
+fn ipv6_hosts_connect_directly_and_through_nat66() {
+    use Nat::*;
+    for (a, b, expect) in [
+        (None, None, (Host, Host)),
+        (PortRestricted, FullCone, (Srflx, Srflx)),
+        (None, Symmetric, (Host, Prflx)),
+    ] {
+        let mut w = WorldBuilder {
+            ipv6: true,
+            ..Default::default()
+        }
+        .nats(a, b)
+        .build();
+        w.connect(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{a:?}/{b:?} over IPv6 did not connect"));
+        assert_eq!(w.selected_types(0), Some(expect), "{a:?}/{b:?}");
+        let (l, r) = w.sides[0].agent.selected_pair(1).unwrap();
+        assert!(l.address.is_ipv6() && r.address.is_ipv6());
+    }
+}
