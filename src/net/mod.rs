@@ -91,13 +91,21 @@ pub fn spawn_session(
         bound.push((local, socket.clone()));
     }
     let (rx_tx, rx) = mpsc::channel::<Received>(1024);
-    for (local, socket) in &bound {
-        tokio::spawn(read_socket(*local, socket.clone(), rx_tx.clone()));
-    }
+    let readers: Vec<_> = bound
+        .iter()
+        .map(|(local, socket)| tokio::spawn(read_socket(*local, socket.clone(), rx_tx.clone())))
+        .collect();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let local_credentials = agent.local_credentials().clone();
-    let task = tokio::spawn(run_agent(agent, bound, rx, cmd_rx, ev_tx));
+    let task = tokio::spawn(async move {
+        let agent = run_agent(agent, bound, rx, cmd_rx, ev_tx).await;
+        // Readers would otherwise wait on their sockets until the next datagram.
+        for r in readers {
+            r.abort();
+        }
+        agent
+    });
     Ok(IceSession {
         commands: cmd_tx,
         events: ev_rx,
@@ -197,5 +205,54 @@ async fn flush(
     }
     while let Some(e) = agent.poll_event() {
         let _ = events.send(e);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ice::IceConfig;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn first_byte_demultiplexing_follows_rfc7983() {
+        assert_eq!(classify(0x00), PacketKind::Stun);
+        assert_eq!(classify(0x01), PacketKind::Stun);
+        assert_eq!(classify(22), PacketKind::Dtls);
+        assert_eq!(classify(0x40), PacketKind::ChannelData);
+        assert_eq!(classify(0x80), PacketKind::Rtp);
+        assert_eq!(classify(0xbf), PacketKind::Rtp);
+        assert_eq!(classify(0xff), PacketKind::Unknown);
+    }
+
+    #[tokio::test]
+    async fn shutdown_returns_the_agent_and_releases_the_socket() {
+        let sockets = bind_sockets(&["127.0.0.1".parse().unwrap()], 1)
+            .await
+            .unwrap();
+        let socket = sockets[0].1.clone();
+        let agent = IceAgent::new(
+            IceConfig::default(),
+            Instant::now(),
+            Box::new(StdRng::seed_from_u64(1)),
+        );
+        let mut session = spawn_session(agent, sockets).unwrap();
+        let first = session.events.recv().await.expect("an event");
+        assert!(matches!(first, IceEvent::LocalCandidate(_)), "{first:?}");
+        session.commands.send(IceCommand::Shutdown).unwrap();
+        let agent = tokio::time::timeout(std::time::Duration::from_secs(5), session.task)
+            .await
+            .expect("the loop ends")
+            .expect("no panic");
+        assert_eq!(agent.local_candidates().len(), 1);
+        // Give the aborted readers a moment to drop their handles.
+        for _ in 0..100 {
+            if Arc::strong_count(&socket) == 1 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("reader tasks still hold the socket");
     }
 }
