@@ -41,6 +41,20 @@ fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().expect("output")
 }
 
+/// Runs `nat-check --json` against `target`, which must succeed.
+fn nat_check_json(target: &str) -> serde_json::Value {
+    let (out, _) = icephone(
+        &["nat-check", "--stun", target, "--json"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)
+}
+
 fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
@@ -130,16 +144,7 @@ fn serve(
 fn reports_no_nat_and_open_filtering_on_loopback() {
     let server = LoopbackStunServer::start(true);
     let target = server.primary.to_string();
-    let (out, _) = icephone(
-        &["nat-check", "--stun", &target, "--json"],
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j = json(&out);
+    let j = nat_check_json(&target);
     assert_eq!(j["rfc5780"], true);
     assert_eq!(j["mapping"], "no-nat");
     assert_eq!(j["filtering"], "endpoint-independent");
@@ -164,16 +169,7 @@ fn reports_no_nat_and_open_filtering_on_loopback() {
 fn a_server_without_rfc5780_still_gives_the_public_address() {
     let server = LoopbackStunServer::start(false);
     let target = format!("stun:{}", server.primary);
-    let (out, _) = icephone(
-        &["nat-check", "--stun", &target, "--json"],
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j = json(&out);
+    let j = nat_check_json(&target);
     assert_eq!(j["rfc5780"], false);
     assert!(j["other_address"].is_null());
     // Test I alone proves there is no NAT (mapped == local); the filtering
