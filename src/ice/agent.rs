@@ -1176,6 +1176,28 @@ impl IceAgent {
         to: SocketAddr,
         outcome: Result<(), (u16, &str, &[u16])>,
     ) {
+        let key = short_term_key(&self.local_credentials.pwd);
+        self.respond_signed(req, from, to, outcome, &key);
+    }
+
+    /// The peer's consent on the pair a restart replaced: answered with the
+    /// old password, and nothing is learnt from it.
+    fn respond_previous_session(&mut self, req: &Message<'_>, from: SocketAddr, to: SocketAddr) {
+        let Some(previous) = self.previous_session.as_ref() else {
+            return;
+        };
+        let key = short_term_key(&previous.local.pwd);
+        self.respond_signed(req, from, to, Ok(()), &key);
+    }
+
+    fn respond_signed(
+        &mut self,
+        req: &Message<'_>,
+        from: SocketAddr,
+        to: SocketAddr,
+        outcome: Result<(), (u16, &str, &[u16])>,
+        key: &[u8],
+    ) {
         let mut b = match outcome {
             Ok(()) => {
                 let mut b = response_builder(req, Class::Success);
@@ -1184,18 +1206,7 @@ impl IceAgent {
             }
             Err((code, reason, unknown)) => error_response(req, code, reason, unknown),
         };
-        b.add_message_integrity(&short_term_key(&self.local_credentials.pwd));
-        self.send_response(b, from, to);
-    }
-
-    fn respond_previous_session(&mut self, req: &Message<'_>, from: SocketAddr, to: SocketAddr) {
-        let Some(previous) = self.previous_session.as_ref() else {
-            return;
-        };
-        let key = short_term_key(&previous.local.pwd);
-        let mut b = response_builder(req, Class::Success);
-        b.add(&Attribute::XorMappedAddress(to));
-        b.add_message_integrity(&key);
+        b.add_message_integrity(key);
         self.send_response(b, from, to);
     }
 
