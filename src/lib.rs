@@ -7,6 +7,7 @@
 pub mod app;
 pub mod ice;
 pub mod net;
+pub mod server;
 pub mod sim;
 pub mod stun;
 pub mod turn;

@@ -11,35 +11,8 @@ use std::time::{Duration, Instant};
 
 use icephone::stun::BindingServer;
 
-fn icephone(args: &[&str], limit: Duration) -> (Output, Duration) {
-    let start = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_icephone"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn icephone");
-    let output = wait_bounded(child, limit);
-    (output, start.elapsed())
-}
-
-/// Waits at most `limit`, then kills the child by PID: a hung binary must
-/// fail the test, not hang it.
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "icephone did not finish within {limit:?}; stderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("output")
-}
+mod common;
+use common::{icephone, json, which};
 
 /// Runs `nat-check --json` against `target`, which must succeed.
 fn nat_check_json(target: &str) -> serde_json::Value {
@@ -53,11 +26,6 @@ fn nat_check_json(target: &str) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     json(&out)
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Our Binding server on real sockets. With `rfc5780`, it owns 127.0.0.1
@@ -278,14 +246,6 @@ fn interop_with_coturn_rfc5780() {
     assert_eq!(j["other_address"], format!("127.0.0.2:{}", port + 1));
     assert_eq!(j["mapping"], "no-nat");
     assert_eq!(j["filtering"], "endpoint-independent");
-}
-
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
 }
 
 /// Two consecutive free UDP ports on both loopback addresses.

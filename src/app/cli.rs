@@ -40,6 +40,88 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Run the embedded STUN/TURN server (UDP and TCP) until Ctrl-C or SIGTERM.
+    Serve {
+        /// Address to listen on (repeatable). Two addresses of one family
+        /// turn on RFC 5780 NAT behaviour discovery. Default: every
+        /// non-loopback address of this host.
+        #[arg(long = "listen", value_name = "IP")]
+        listen: Vec<std::net::IpAddr>,
+        /// Port for STUN/TURN on UDP and TCP; 0 picks a free one.
+        #[arg(long, default_value_t = 3478)]
+        port: u16,
+        /// Realm of the long-term credentials.
+        #[arg(long, default_value = "icephone")]
+        realm: String,
+        /// A TURN user as NAME:PASSWORD (repeatable). Without any, only STUN works.
+        #[arg(long = "user", value_name = "NAME:PASSWORD")]
+        users: Vec<String>,
+        /// Allocations one user may hold at once (486 beyond).
+        #[arg(long, default_value_t = 10)]
+        user_quota: usize,
+        /// Allocations the server holds at once (508 beyond).
+        #[arg(long, default_value_t = 10_000)]
+        max_allocations: usize,
+        /// Relay to loopback peers too (local tests and demos only).
+        #[arg(long)]
+        allow_loopback_peers: bool,
+    },
+    /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Allocate on a TURN server, relay a few datagrams to a local echo peer, report, release.
+    TurnProbe {
+        /// TURN server: turn:HOST[:PORT][?transport=udp|tcp] (port 3478 by default).
+        #[arg(long)]
+        turn: String,
+        /// TURN username (long-term credentials).
+        #[arg(long)]
+        user: String,
+        /// TURN password. Never logged.
+        #[arg(long)]
+        password: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Seconds the whole probe may take before giving up.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Binding requests per second with a window of outstanding requests.
+    Stun {
+        /// Server address, IP:PORT.
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// ChannelData relayed per second through one allocation to a local echo peer.
+    Relay {
+        /// TURN server address, IP:PORT (UDP).
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        password: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        /// Payload bytes per datagram (at least 16).
+        #[arg(long, default_value_t = 160)]
+        size: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -61,14 +143,112 @@ pub fn run() -> ExitCode {
         let _ = Cli::command().print_help();
         return ExitCode::SUCCESS;
     };
+    if let Command::Bench(bench) = command {
+        return match bench {
+            BenchCommand::Stun {
+                server,
+                seconds,
+                window,
+                json,
+            } => {
+                let r = super::bench::stun(server, Duration::from_secs(seconds), window.max(1));
+                super::bench::print(&r, json)
+            }
+            BenchCommand::Relay {
+                server,
+                user,
+                password,
+                seconds,
+                window,
+                size,
+                json,
+            } => {
+                let r = super::bench::relay(super::bench::RelayArgs {
+                    server,
+                    user,
+                    password,
+                    duration: Duration::from_secs(seconds),
+                    window: window.max(1),
+                    size: size.clamp(16, 1200),
+                });
+                super::bench::print(&r, json)
+            }
+        };
+    }
     runtime.block_on(async move {
         match command {
+            Command::Bench(_) => unreachable!("bench runs without the runtime, above"),
             Command::Demo { timeout } => super::demo::run(Duration::from_secs(timeout)).await,
             Command::NatCheck {
                 stun,
                 json,
                 timeout,
             } => super::nat_check::run(&stun, json, Duration::from_secs(timeout)).await,
+            Command::Serve {
+                listen,
+                port,
+                realm,
+                users,
+                user_quota,
+                max_allocations,
+                allow_loopback_peers,
+            } => {
+                let rfc5780 = listen.len() >= 2;
+                let listen = if listen.is_empty() {
+                    crate::net::interfaces::host_addresses(Default::default()).unwrap_or_default()
+                } else {
+                    listen
+                };
+                let mut turn = crate::turn::TurnServerConfig {
+                    realm,
+                    user_quota,
+                    total_allocations: max_allocations,
+                    allow_loopback_peers,
+                    software: Some(concat!("icephone ", env!("CARGO_PKG_VERSION")).into()),
+                    ..Default::default()
+                };
+                for u in &users {
+                    match u.split_once(':') {
+                        Some((name, password)) if !name.is_empty() => {
+                            turn.users.insert(name.to_owned(), password.to_owned());
+                        }
+                        _ => {
+                            // Not echoed: whatever was typed may be a password.
+                            eprintln!("error: --user expects NAME:PASSWORD with a non-empty NAME");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                let config = crate::server::ServeConfig {
+                    listen,
+                    port,
+                    rfc5780,
+                    turn,
+                };
+                match crate::server::run(config).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            Command::TurnProbe {
+                turn,
+                user,
+                password,
+                json,
+                timeout,
+            } => {
+                super::turn_probe::run(super::turn_probe::ProbeArgs {
+                    turn: &turn,
+                    user: &user,
+                    password: &password,
+                    json,
+                    timeout: Duration::from_secs(timeout),
+                })
+                .await
+            }
         }
     })
 }

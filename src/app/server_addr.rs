@@ -15,6 +15,8 @@ pub enum ServerAddrError {
     Scheme(String),
     #[error("invalid port in {0:?}")]
     Port(String),
+    #[error("unsupported transport {0:?} (expected transport=udp or transport=tcp)")]
+    Transport(String),
     #[error("could not resolve {host}: {reason}")]
     Resolve { host: String, reason: String },
     #[error("{0} has no address")]
@@ -92,6 +94,66 @@ pub fn parse_stun_server(input: &str) -> Result<ServerName, ServerAddrError> {
     }
 }
 
+/// A TURN server as users write it (RFC 7065):
+/// `turn:HOST[:PORT][?transport=udp|tcp]` or `turns:HOST[:PORT]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnServerName {
+    pub name: ServerName,
+    pub transport: crate::turn::TurnTransport,
+}
+
+pub const DEFAULT_TURNS_PORT: u16 = 5349;
+
+pub fn parse_turn_server(input: &str) -> Result<TurnServerName, ServerAddrError> {
+    use crate::turn::TurnTransport;
+    let input = input.trim();
+    let (scheme, rest) = input
+        .split_once(':')
+        .ok_or_else(|| ServerAddrError::Scheme(input.to_string()))?;
+    let secure = if scheme.eq_ignore_ascii_case("turn") {
+        false
+    } else if scheme.eq_ignore_ascii_case("turns") {
+        true
+    } else {
+        return Err(ServerAddrError::Scheme(scheme.to_string()));
+    };
+    let (hostport, query) = match rest.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (rest, None),
+    };
+    let transport = match query {
+        None => {
+            if secure {
+                TurnTransport::Tls
+            } else {
+                TurnTransport::Udp
+            }
+        }
+        Some(q) => match q.strip_prefix("transport=").map(str::to_ascii_lowercase) {
+            Some(t) if t == "udp" && !secure => TurnTransport::Udp,
+            Some(t) if t == "tcp" && !secure => TurnTransport::Tcp,
+            Some(t) if t == "tcp" => TurnTransport::Tls,
+            _ => return Err(ServerAddrError::Transport(q.to_string())),
+        },
+    };
+    let mut name = parse_stun_server(hostport)?;
+    if secure && !has_port(hostport) {
+        name.port = DEFAULT_TURNS_PORT;
+    }
+    Ok(TurnServerName { name, transport })
+}
+
+/// Whether `host[:port]` (or `[v6]:port`) names a port.
+fn has_port(hostport: &str) -> bool {
+    let h = hostport.trim().trim_start_matches("//");
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest
+            .split_once(']')
+            .is_some_and(|(_, p)| p.starts_with(':'));
+    }
+    h.matches(':').count() == 1
+}
+
 fn parse_port(p: &str, input: &str) -> Result<u16, ServerAddrError> {
     match p.parse::<u16>() {
         Ok(port) if port != 0 => Ok(port),
@@ -137,6 +199,43 @@ mod tests {
         ok("[2001:db8::1]", "2001:db8::1", 3478);
         ok("2001:db8::1", "2001:db8::1", 3478);
         ok("STUN:host", "host", 3478);
+    }
+
+    #[test]
+    fn turn_urls() {
+        use crate::turn::TurnTransport::*;
+        let t = |s: &str| parse_turn_server(s).map(|t| (t.name.to_string(), t.transport));
+        assert_eq!(
+            t("turn:relay.example.org"),
+            Ok(("relay.example.org:3478".into(), Udp))
+        );
+        assert_eq!(
+            t("turn:10.0.0.1:3479?transport=tcp"),
+            Ok(("10.0.0.1:3479".into(), Tcp))
+        );
+        assert_eq!(
+            t("TURN:[2001:db8::1]:80?transport=udp"),
+            Ok(("[2001:db8::1]:80".into(), Udp))
+        );
+        assert_eq!(
+            t("turns:relay.example.org"),
+            Ok(("relay.example.org:5349".into(), Tls))
+        );
+        assert_eq!(
+            t("turns:relay.example.org:443"),
+            Ok(("relay.example.org:443".into(), Tls))
+        );
+        assert!(matches!(
+            t("turn:h?transport=sctp"),
+            Err(ServerAddrError::Transport(_))
+        ));
+        assert!(matches!(t("stun:h"), Err(ServerAddrError::Scheme(_))));
+        assert!(matches!(
+            t("relay.example.org"),
+            Err(ServerAddrError::Scheme(_))
+        ));
+        assert!(matches!(t("turn:h:0"), Err(ServerAddrError::Port(_))));
+        assert!(matches!(t("turn:"), Err(ServerAddrError::Empty)));
     }
 
     #[test]

@@ -362,6 +362,8 @@ impl IceAgent {
         self.external_gathering = pending;
         if pending {
             self.gathering_reported = false;
+        } else {
+            self.report_gathering_complete();
         }
     }
 

@@ -14,6 +14,7 @@ mod agent;
 mod candidate;
 mod config;
 mod pair;
+mod transport;
 
 pub use agent::{ConnectionState, IceAgent, IceCredentials, IceEvent, IceStats, Transmit};
 pub use candidate::{
@@ -21,6 +22,7 @@ pub use candidate::{
 };
 pub use config::{IceConfig, Nomination};
 pub use pair::{pair_priority, PairReport, PairState};
+pub use transport::{IceTransport, Received, RelayEvent, SendError};
 
 pub mod testbed;
 

@@ -1,6 +1,7 @@
-//! A two-agent testbed: a STUN server and two ICE agents, each on the
-//! internet or behind a NAT of the simulator, driven in virtual time. Used by
-//! the unit tests and by `benches/ice_connect.rs`; never by the product.
+//! A two-agent testbed: a STUN server (optionally a TURN server too) and two
+//! ICE agents, each on the internet or behind a NAT of the simulator, driven
+//! in virtual time. Used by the unit tests and by `benches/ice_connect.rs`;
+//! never by the product.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -8,12 +9,24 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::{Candidate, CandidateType, ConnectionState, IceAgent, IceConfig, IceEvent};
+use super::{
+    Candidate, CandidateType, ConnectionState, IceAgent, IceConfig, IceEvent, IceTransport,
+    Received,
+};
 use crate::sim::{Filtering, LinkConfig, Mapping, NatConfig, NatId, Network};
-use crate::stun::BindingServer;
+use crate::stun::{AddressFamily, BindingServer};
+use crate::turn::{
+    ClientLink, ClientTransport, RelayAllocError, RelayAllocator, ServerOutput, TurnClientConfig,
+    TurnServer, TurnServerConfig,
+};
 
 pub const STUN_SERVER: &str = "203.0.113.10:3478";
 pub const STUN_SERVER_V6: &str = "[2001:db8::10]:3478";
+/// The relay lives on its own host, as in most deployments.
+pub const TURN_SERVER: &str = "203.0.113.11:3478";
+pub const TURN_SERVER_V6: &str = "[2001:db8::11]:3478";
+pub const TURN_USER: &str = "sim";
+pub const TURN_PASSWORD: &str = "sim-password";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Nat {
@@ -58,11 +71,13 @@ pub fn link(one_way_ms: u64) -> LinkConfig {
 
 /// One side of a call: an agent on one host socket.
 pub struct Side {
-    pub agent: IceAgent,
+    pub agent: IceTransport,
     pub addr: SocketAddr,
     pub host: crate::sim::HostId,
     pub nat: Option<NatId>,
     pub events: Vec<(Duration, IceEvent)>,
+    /// Non-STUN datagrams received, in order.
+    pub media: Vec<Vec<u8>>,
 }
 
 pub struct World {
@@ -70,6 +85,7 @@ pub struct World {
     pub start: Instant,
     pub now: Instant,
     pub stun: BindingServer,
+    pub turn: Option<SimTurn>,
     pub sides: [Side; 2],
     /// Virtual time at which both agents held each other's candidates.
     pub signalled_at: Option<Instant>,
@@ -88,6 +104,8 @@ pub struct WorldBuilder {
     /// Everything on IPv6: 2001:db8::/64 as the internet, fd00:N::/64 LANs
     /// behind NAT66 boxes.
     pub ipv6: bool,
+    /// Run a TURN server and give both agents an allocation on it.
+    pub relay: bool,
 }
 
 impl Default for WorldBuilder {
@@ -102,6 +120,7 @@ impl Default for WorldBuilder {
             config: IceConfig::default(),
             components: 1,
             ipv6: false,
+            relay: false,
         }
     }
 }
@@ -120,6 +139,13 @@ impl WorldBuilder {
             .parse()
             .unwrap();
         net.add_host(stun_addr.ip(), None, link(self.internet_ms));
+        let turn_addr: SocketAddr = if v6 { TURN_SERVER_V6 } else { TURN_SERVER }
+            .parse()
+            .unwrap();
+        let turn = self.relay.then(|| {
+            net.add_host(turn_addr.ip(), None, link(self.internet_ms));
+            SimTurn::new(turn_addr, self.seed)
+        });
         let mut nat_ids: [Option<NatId>; 2] = [None, None];
         let public = |i: usize| -> IpAddr { internet_ip(v6, i + 1) };
         if self.same_nat {
@@ -154,7 +180,7 @@ impl WorldBuilder {
             let mut config = self.config.clone();
             config.components = self.components;
             let rng = Box::new(StdRng::seed_from_u64(self.seed * 31 + i as u64));
-            let mut agent = IceAgent::new(config, start, rng);
+            let mut agent = IceTransport::new(IceAgent::new(config, start, rng), start);
             for component in 1..=self.components {
                 let a = SocketAddr::new(ip, addr.port() + (component - 1) * 2);
                 agent
@@ -163,12 +189,21 @@ impl WorldBuilder {
             }
             agent.add_stun_server(stun_addr);
             agent.set_controlling(i == 0);
+            if self.relay {
+                for component in 1..=self.components {
+                    let base = SocketAddr::new(ip, addr.port() + (component - 1) * 2);
+                    let cfg = TurnClientConfig::new(turn_addr, TURN_USER, TURN_PASSWORD);
+                    let rng = Box::new(StdRng::seed_from_u64(self.seed * 77 + i as u64));
+                    agent.add_turn_server(start, component, base, cfg, rng);
+                }
+            }
             Side {
                 agent,
                 addr,
                 host,
                 nat,
                 events: Vec::new(),
+                media: Vec::new(),
             }
         });
         World {
@@ -176,6 +211,7 @@ impl WorldBuilder {
             start,
             now: start,
             stun: BindingServer::new(stun_addr, None, None),
+            turn,
             sides,
             signalled_at: None,
             steps: 0,
@@ -228,11 +264,17 @@ impl World {
             if stop(self) {
                 return;
             }
+            if let Some(turn) = &mut self.turn {
+                if turn.server.poll_timeout().is_some_and(|t| t <= self.now) {
+                    turn.server.handle_timeout(self.now);
+                }
+            }
             let next = self
                 .sides
                 .iter()
                 .filter_map(|s| s.agent.poll_timeout())
                 .chain(self.net.poll_timeout())
+                .chain(self.turn.as_ref().and_then(|t| t.server.poll_timeout()))
                 .min();
             match next {
                 Some(t) if t <= until => self.now = self.now.max(t),
@@ -268,9 +310,19 @@ impl World {
             }
             return;
         }
+        if let Some(turn) = self.turn.as_mut().filter(|t| t.address.ip() == dg.to.ip()) {
+            if let Some((from, to, data)) = turn.deliver(now, &dg) {
+                let _ = self.net.send(now, from, to, data);
+            }
+            return;
+        }
         for s in &mut self.sides {
             if s.addr.ip() == dg.to.ip() {
-                s.agent.handle_packet(now, dg.from, dg.to, &dg.data);
+                if let Received::Media { data, .. } =
+                    s.agent.handle_packet(now, dg.from, dg.to, &dg.data)
+                {
+                    s.media.push(data.to_vec());
+                }
             }
         }
     }
@@ -352,4 +404,76 @@ impl World {
 
 pub fn is_connected(s: ConnectionState) -> bool {
     matches!(s, ConnectionState::Connected | ConnectionState::Completed)
+}
+
+/// A TURN server on the simulated internet, relaying from ports 49152 up.
+pub struct SimTurn {
+    pub server: TurnServer,
+    pub address: SocketAddr,
+    ports: SimPorts,
+}
+
+struct SimPorts {
+    ip: IpAddr,
+    next: u16,
+}
+
+impl RelayAllocator for SimPorts {
+    fn allocate(
+        &mut self,
+        family: AddressFamily,
+        _even_port: bool,
+        _client: &ClientLink,
+    ) -> Result<SocketAddr, RelayAllocError> {
+        if matches!(family, AddressFamily::V6) != self.ip.is_ipv6() {
+            return Err(RelayAllocError::FamilyUnsupported(family));
+        }
+        let port = self.next;
+        self.next = self.next.checked_add(1).ok_or(RelayAllocError::Exhausted)?;
+        Ok(SocketAddr::new(self.ip, port))
+    }
+}
+
+impl SimTurn {
+    fn new(address: SocketAddr, seed: u64) -> Self {
+        let mut config = TurnServerConfig {
+            realm: "sim.example".into(),
+            primary: address,
+            ..Default::default()
+        };
+        config.users.insert(TURN_USER.into(), TURN_PASSWORD.into());
+        SimTurn {
+            server: TurnServer::new(config, Box::new(StdRng::seed_from_u64(seed ^ 0x7u64))),
+            address,
+            ports: SimPorts {
+                ip: address.ip(),
+                next: 49152,
+            },
+        }
+    }
+
+    /// Handles a datagram addressed to the TURN host (its listening address
+    /// or a relayed one); returns what to send.
+    fn deliver(
+        &mut self,
+        now: Instant,
+        dg: &crate::sim::Datagram,
+    ) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let out = if dg.to == self.address {
+            let link = ClientLink {
+                transport: ClientTransport::Udp,
+                local: self.address,
+                remote: dg.from,
+            };
+            self.server
+                .handle_client(now, link, &dg.data, &mut self.ports)
+        } else {
+            self.server.handle_peer(now, dg.to, dg.from, &dg.data)
+        };
+        match out {
+            ServerOutput::ToPeer { from, to, data } => Some((from, to, data.to_vec())),
+            ServerOutput::ToClient { link, data } => Some((link.local, link.remote, data.to_vec())),
+            ServerOutput::None => None,
+        }
+    }
 }

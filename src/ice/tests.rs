@@ -17,8 +17,8 @@ use CandidateType::{Host, PeerReflexive as Prflx, ServerReflexive as Srflx};
 #[derive(Debug)]
 enum Expect {
     Pair(CandidateType, CandidateType),
-    /// Only a TURN relay can connect these two (the TURN issue turns these
-    /// rows into relay successes).
+    /// Only a TURN relay can connect these two (`nat_matrix_with_relay`
+    /// shows that they do once one is configured).
     NeedsRelay,
 }
 
@@ -94,6 +94,151 @@ fn nat_matrix() {
     for (a, b, expect) in rows {
         matrix_row(a, b, expect);
     }
+}
+
+/// The same sixteen rows with a TURN server on the internet and an
+/// allocation on each side: rows that connected directly keep their direct
+/// pair (a relay is the last resort, by priority), and the rows that failed
+/// for lack of a relay now connect through one.
+#[test]
+fn nat_matrix_with_relay() {
+    use CandidateType::Relayed;
+    use Nat::*;
+    let direct = [
+        (None, None, (Host, Host)),
+        (None, FullCone, (Host, Srflx)),
+        (None, PortRestricted, (Host, Srflx)),
+        (None, Symmetric, (Host, Prflx)),
+        (FullCone, None, (Srflx, Host)),
+        (FullCone, FullCone, (Srflx, Srflx)),
+        (FullCone, PortRestricted, (Srflx, Srflx)),
+        (FullCone, Symmetric, (Srflx, Prflx)),
+        (PortRestricted, None, (Srflx, Host)),
+        (PortRestricted, FullCone, (Srflx, Srflx)),
+        (PortRestricted, PortRestricted, (Srflx, Srflx)),
+        (Symmetric, None, (Prflx, Host)),
+        (Symmetric, FullCone, (Prflx, Srflx)),
+    ];
+    for (a, b, want) in direct {
+        let mut w = WorldBuilder {
+            nats: [a, b],
+            relay: true,
+            ..Default::default()
+        }
+        .build();
+        w.connect(Duration::from_secs(40))
+            .unwrap_or_else(|| panic!("{a:?}/{b:?} did not connect with a relay around"));
+        assert_eq!(w.selected_types(0), Some(want), "{a:?}/{b:?}");
+        // The relays were there: both sides offered a relayed candidate.
+        for side in &w.sides {
+            assert!(
+                side.agent
+                    .local_candidates()
+                    .iter()
+                    .any(|c| c.kind == Relayed),
+                "{a:?}/{b:?}: no relayed candidate gathered"
+            );
+        }
+    }
+    for (a, b) in [
+        (PortRestricted, Symmetric),
+        (Symmetric, PortRestricted),
+        (Symmetric, Symmetric),
+    ] {
+        let mut w = WorldBuilder {
+            nats: [a, b],
+            relay: true,
+            ..Default::default()
+        }
+        .build();
+        let t = w
+            .connect(Duration::from_secs(40))
+            .unwrap_or_else(|| panic!("{a:?}/{b:?} did not connect through the relay"));
+        let (al, ar) = w.sides[0].agent.selected_pair(1).unwrap();
+        let (bl, br) = w.sides[1].agent.selected_pair(1).unwrap();
+        assert!(
+            al.kind == Relayed || ar.kind == Relayed,
+            "{a:?}/{b:?}: selected {:?}/{:?}",
+            al.kind,
+            ar.kind
+        );
+        assert_eq!(al.address, br.address, "{a:?}/{b:?}");
+        assert_eq!(ar.address, bl.address, "{a:?}/{b:?}");
+        // Relay rows pay for the allocation's extra round trips and the
+        // lower-priority checks, but stay within a couple of seconds.
+        assert!(t < Duration::from_secs(3), "{a:?}/{b:?} took {t:?}");
+    }
+}
+
+/// Media over a relayed pair: a channel is bound once the pair is selected
+/// and every datagram arrives, with the 4-byte ChannelData framing.
+#[test]
+fn media_flows_through_the_relay_on_a_channel() {
+    let mut w = WorldBuilder {
+        nats: [Nat::Symmetric, Nat::Symmetric],
+        relay: true,
+        ..Default::default()
+    }
+    .build();
+    w.connect(Duration::from_secs(40))
+        .expect("connects via relay");
+    // Let the ChannelBind complete.
+    let until = w.elapsed() + Duration::from_millis(500);
+    w.run_until(until, |_| false);
+    let now = w.now;
+    for n in 0..50u8 {
+        for i in 0..2 {
+            let payload = [0x80, n, i as u8, 0xAA];
+            w.sides[i]
+                .agent
+                .send_media(now, 1, &payload)
+                .expect("a media pair");
+        }
+    }
+    let until = w.elapsed() + Duration::from_millis(500);
+    w.run_until(until, |_| false);
+    for i in 0..2 {
+        let got: Vec<&Vec<u8>> = w.sides[i].media.iter().filter(|m| m[0] == 0x80).collect();
+        assert_eq!(got.len(), 50, "side {i} received {}", got.len());
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(n, m)| m[1] == n as u8 && m[2] == 1 - i as u8));
+    }
+    let channel_data: u64 = w
+        .sides
+        .iter()
+        .flat_map(|s| s.agent.relays())
+        .map(|r| r.stats().sent_channel_data)
+        .sum();
+    assert!(
+        channel_data >= 50,
+        "media went as indications: {channel_data}"
+    );
+    let turn = w.turn.as_ref().unwrap();
+    assert!(turn.server.stats().relayed_to_peer_packets >= 50);
+}
+
+/// Shutting down releases the allocations on the server.
+#[test]
+fn release_frees_the_allocations() {
+    let mut w = WorldBuilder {
+        nats: [Nat::Symmetric, Nat::Symmetric],
+        relay: true,
+        ..Default::default()
+    }
+    .build();
+    w.connect(Duration::from_secs(40))
+        .expect("connects via relay");
+    assert_eq!(w.turn.as_ref().unwrap().server.allocation_count(), 2);
+    let now = w.now;
+    for s in &mut w.sides {
+        s.agent.release(now);
+    }
+    let until = w.elapsed() + Duration::from_secs(3);
+    w.run_until(until, |_| false);
+    assert!(w.sides.iter().all(|s| s.agent.released()));
+    assert_eq!(w.turn.as_ref().unwrap().server.allocation_count(), 0);
 }
 
 #[test]
@@ -692,7 +837,7 @@ fn a_peer_without_rtcp_leaves_only_the_rtp_component() {
     a.add_host_candidate(1, rtp);
     a.add_host_candidate(2, SocketAddr::new(rtp.ip(), rtp.port() + 1));
     a.add_stun_server(STUN_SERVER.parse().unwrap());
-    w.sides[0].agent = a;
+    w.sides[0].agent = IceTransport::new(a, w.start);
     let t = w.connect(Duration::from_secs(20));
     assert!(
         t.is_some(),

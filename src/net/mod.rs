@@ -7,6 +7,7 @@
 //! Must not touch: protocol decisions — those live in the cores.
 
 pub mod interfaces;
+pub mod turn_link;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

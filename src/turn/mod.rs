@@ -8,10 +8,15 @@
 //! candidates), sockets, clocks or tokio. Builds on `stun` for the wire format.
 
 mod channel;
+mod server;
 
 pub use channel::{
     is_channel_data, ChannelData, ChannelDataError, FramingError, StreamDecoder, CHANNEL_HEADER,
     CHANNEL_MAX, CHANNEL_MIN,
+};
+pub use server::{
+    ClientLink, ClientTransport, EndReason, RelayAllocError, RelayAllocator, ServerEvent,
+    ServerOutput, TurnServer, TurnServerConfig, TurnServerStats,
 };
 
 mod client;

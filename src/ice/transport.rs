@@ -1,0 +1,426 @@
+//! The ICE agent with its TURN relays: everything that carries one media
+//! stream's packets, still sans-IO.
+//!
+//! The agent treats a relayed candidate like any other base. This layer sits
+//! between it and the wire: a transmit whose source is a relayed address is
+//! wrapped by that allocation's TURN client and leaves from the client's own
+//! socket towards the server; what the server relays back is unwrapped and
+//! offered to the agent (STUN) or returned as media. Permissions follow the
+//! agent's checks (the first check to a peer creates one), and a channel is
+//! bound as soon as a relayed pair is selected, so media pays 4 bytes of
+//! framing instead of a Send indication's 36.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::RngCore;
+
+use super::{Candidate, CandidateType, IceAgent, IceEvent, Transmit};
+use crate::stun::{is_stun, Message, Method};
+use crate::turn::{TurnClient, TurnClientConfig, TurnEvent, TurnInput, TurnState};
+
+/// Local preference for relayed candidates: below every host and
+/// server-reflexive candidate by type preference already; this orders
+/// several relays among themselves.
+const RELAY_LOCAL_PREFERENCE: u16 = 65_535;
+
+/// What an incoming datagram turned out to be.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received<'a> {
+    /// ICE or TURN signalling, consumed.
+    Control,
+    /// Media (RTP/RTCP, or anything not STUN) from `from`, which is the
+    /// peer's address even when it came through a relay.
+    Media {
+        component: Option<u16>,
+        from: SocketAddr,
+        relayed: bool,
+        data: &'a [u8],
+    },
+    /// Malformed or unexpected, counted by the layer that dropped it.
+    Dropped,
+}
+
+/// A TURN client's event, tagged with the relay it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayEvent {
+    pub relay: usize,
+    pub component: u16,
+    pub server: SocketAddr,
+    pub event: TurnEvent,
+}
+
+/// Why media could not be sent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    #[error("component {0} has no pair to send on (ICE not connected, or consent lost)")]
+    NoPair(u16),
+    #[error("the relay for {0} is gone: {1}")]
+    Relay(SocketAddr, crate::turn::TurnError),
+}
+
+struct Relay {
+    component: u16,
+    /// The local socket (UDP) or connection (TCP/TLS) address the client
+    /// talks to its server from.
+    base: SocketAddr,
+    client: TurnClient,
+    /// Allocated or failed: no longer holds gathering open.
+    settled: bool,
+}
+
+pub struct IceTransport {
+    agent: IceAgent,
+    relays: Vec<Relay>,
+    now: Instant,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<IceEvent>,
+    relay_events: VecDeque<RelayEvent>,
+}
+
+/// An `IceTransport` is an agent with relays: read-only and signalling
+/// calls reach the agent directly. The transport's own `handle_*` and
+/// `poll_*` shadow the agent's, so datagrams always pass through the relays.
+impl std::ops::Deref for IceTransport {
+    type Target = IceAgent;
+
+    fn deref(&self) -> &IceAgent {
+        &self.agent
+    }
+}
+
+impl std::ops::DerefMut for IceTransport {
+    fn deref_mut(&mut self) -> &mut IceAgent {
+        &mut self.agent
+    }
+}
+
+impl IceTransport {
+    pub fn new(agent: IceAgent, now: Instant) -> Self {
+        IceTransport {
+            agent,
+            relays: Vec::new(),
+            now,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            relay_events: VecDeque::new(),
+        }
+    }
+
+    pub fn agent(&self) -> &IceAgent {
+        &self.agent
+    }
+
+    /// For signalling (credentials, remote candidates, role, restart).
+    /// Call [`handle_timeout`](Self::handle_timeout) or poll afterwards so
+    /// the consequences are collected.
+    pub fn agent_mut(&mut self) -> &mut IceAgent {
+        &mut self.agent
+    }
+
+    /// Allocates a relay for `component` from the socket or connection at
+    /// `base`; its relayed candidate joins the agent when allocated, and
+    /// gathering stays open until then (or until it fails).
+    pub fn add_turn_server(
+        &mut self,
+        now: Instant,
+        component: u16,
+        base: SocketAddr,
+        config: TurnClientConfig,
+        rng: Box<dyn RngCore + Send>,
+    ) -> usize {
+        self.now = now;
+        self.agent.set_external_gathering(true);
+        self.relays.push(Relay {
+            component,
+            base,
+            client: TurnClient::new(config, now, rng),
+            settled: false,
+        });
+        self.pump();
+        self.relays.len() - 1
+    }
+
+    pub fn relay(&self, index: usize) -> Option<&TurnClient> {
+        self.relays.get(index).map(|r| &r.client)
+    }
+
+    pub fn relays(&self) -> impl Iterator<Item = &TurnClient> {
+        self.relays.iter().map(|r| &r.client)
+    }
+
+    /// Offer a datagram (or one framed message of a TURN stream) received
+    /// from `source` on the local socket or connection at `destination`.
+    pub fn handle_packet<'a>(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &'a [u8],
+    ) -> Received<'a> {
+        self.now = now;
+        let received = match self.relay_for_wire(source, destination, data) {
+            Some(i) => self.from_relay(now, i, data),
+            None if self.agent.handle_packet(now, source, destination, data) => Received::Control,
+            None => Received::Media {
+                component: self.component_of_base(destination),
+                from: source,
+                relayed: false,
+                data,
+            },
+        };
+        self.pump();
+        received
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        for r in &mut self.relays {
+            if r.client.poll_timeout().is_some_and(|t| t <= now) {
+                r.client.handle_timeout(now);
+            }
+        }
+        if self.agent.poll_timeout().is_some_and(|t| t <= now) {
+            self.agent.handle_timeout(now);
+        }
+        self.pump();
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.relays
+            .iter()
+            .filter_map(|r| r.client.poll_timeout())
+            .chain(self.agent.poll_timeout())
+            .min()
+    }
+
+    /// The next datagram for the wire; its source is always a local socket
+    /// or TURN connection address, never a relayed address.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.pump();
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<IceEvent> {
+        self.pump();
+        self.events.pop_front()
+    }
+
+    pub fn poll_relay_event(&mut self) -> Option<RelayEvent> {
+        self.relay_events.pop_front()
+    }
+
+    /// Sends media on `component`'s current pair (the selected one, or the
+    /// best valid one before nomination).
+    pub fn send_media(
+        &mut self,
+        now: Instant,
+        component: u16,
+        data: &[u8],
+    ) -> Result<(), SendError> {
+        self.now = now;
+        let (local, remote) = self
+            .agent
+            .media_pair(component)
+            .ok_or(SendError::NoPair(component))?;
+        let t = Transmit {
+            source: local.base,
+            destination: remote.address,
+            contents: data.to_vec(),
+        };
+        self.route(t)?;
+        Ok(())
+    }
+
+    /// Deallocates every relay (each waits at most 2 s for an answer).
+    pub fn release(&mut self, now: Instant) {
+        self.now = now;
+        for r in &mut self.relays {
+            r.client.release(now);
+        }
+        self.pump();
+    }
+
+    /// True once no relay is still allocated or releasing.
+    pub fn released(&self) -> bool {
+        self.relays
+            .iter()
+            .all(|r| matches!(r.client.state(), TurnState::Released | TurnState::Failed))
+    }
+
+    // ----- internals ---------------------------------------------------------
+
+    fn relay_for_wire(
+        &self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> Option<usize> {
+        let i = self
+            .relays
+            .iter()
+            .position(|r| r.client.server() == source && r.base == destination)?;
+        // The same server may also be the agent's STUN server: its Binding
+        // answers belong to the agent's gathering.
+        if is_stun(data) && Message::decode(data).is_ok_and(|m| m.method() == Method::BINDING) {
+            return None;
+        }
+        Some(i)
+    }
+
+    fn from_relay<'a>(&mut self, now: Instant, i: usize, data: &'a [u8]) -> Received<'a> {
+        let relay = &mut self.relays[i];
+        match relay.client.handle_packet(now, data) {
+            TurnInput::Relayed { peer, data } => {
+                let Some(relayed) = relay.client.relayed_address() else {
+                    return Received::Dropped;
+                };
+                let component = relay.component;
+                if self.agent.handle_packet(now, peer, relayed, data) {
+                    Received::Control
+                } else {
+                    Received::Media {
+                        component: Some(component),
+                        from: peer,
+                        relayed: true,
+                        data,
+                    }
+                }
+            }
+            TurnInput::Handled => Received::Control,
+            TurnInput::Dropped => Received::Dropped,
+        }
+    }
+
+    fn component_of_base(&self, base: SocketAddr) -> Option<u16> {
+        self.agent
+            .local_candidates()
+            .iter()
+            .find(|c| c.base == base)
+            .map(|c| c.component)
+    }
+
+    /// Sends `t` directly, or through the relay whose relayed address is its source.
+    fn route(&mut self, t: Transmit) -> Result<(), SendError> {
+        let now = self.now;
+        match self
+            .relays
+            .iter_mut()
+            .find(|r| r.client.relayed_address() == Some(t.source))
+        {
+            Some(r) => {
+                let server = r.client.server();
+                r.client
+                    .send_to(now, t.destination, &t.contents)
+                    .map_err(|e| SendError::Relay(server, e))?;
+                while let Some(contents) = r.client.poll_transmit() {
+                    self.transmits.push_back(Transmit {
+                        source: r.base,
+                        destination: server,
+                        contents,
+                    });
+                }
+            }
+            None => self.transmits.push_back(t),
+        }
+        Ok(())
+    }
+
+    /// Moves work between the agent and the relays until both are quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.agent.poll_transmit() {
+                progressed = true;
+                if let Err(e) = self.route(t) {
+                    tracing::debug!(error = %e, "ICE transmit not relayed");
+                }
+            }
+            for i in 0..self.relays.len() {
+                while let Some(event) = self.relays[i].client.poll_event() {
+                    progressed = true;
+                    self.on_relay_event(i, event);
+                }
+                let r = &mut self.relays[i];
+                while let Some(contents) = r.client.poll_transmit() {
+                    progressed = true;
+                    self.transmits.push_back(Transmit {
+                        source: r.base,
+                        destination: r.client.server(),
+                        contents,
+                    });
+                }
+            }
+            while let Some(event) = self.agent.poll_event() {
+                progressed = true;
+                self.on_agent_event(&event);
+                self.events.push_back(event);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn on_agent_event(&mut self, event: &IceEvent) {
+        let IceEvent::SelectedPair { local, remote, .. } = event else {
+            return;
+        };
+        if local.kind != CandidateType::Relayed {
+            return;
+        }
+        let now = self.now;
+        if let Some(r) = self
+            .relays
+            .iter_mut()
+            .find(|r| r.client.relayed_address() == Some(local.address))
+        {
+            if let Err(e) = r.client.bind_channel(now, remote.address) {
+                tracing::warn!(error = %e, "no TURN channel for the selected pair");
+            }
+        }
+    }
+
+    fn on_relay_event(&mut self, i: usize, event: TurnEvent) {
+        let r = &mut self.relays[i];
+        let server = r.client.server();
+        match &event {
+            TurnEvent::Allocated {
+                relayed, mapped, ..
+            } => {
+                tracing::info!(%server, %relayed, "TURN allocation ready");
+                let mapped = mapped.unwrap_or(r.base);
+                let candidate = Candidate::relayed(
+                    *relayed,
+                    mapped,
+                    server,
+                    r.component,
+                    RELAY_LOCAL_PREFERENCE - i.min(1000) as u16,
+                );
+                r.settled = true;
+                self.agent.add_local_candidate(candidate);
+                self.settle_gathering();
+            }
+            TurnEvent::Failed(error) => {
+                tracing::warn!(%server, %error, "TURN relay unavailable");
+                r.settled = true;
+                self.settle_gathering();
+            }
+            _ => {}
+        }
+        let component = self.relays[i].component;
+        self.relay_events.push_back(RelayEvent {
+            relay: i,
+            component,
+            server,
+            event,
+        });
+    }
+
+    fn settle_gathering(&mut self) {
+        if self.relays.iter().all(|r| r.settled) {
+            self.agent.set_external_gathering(false);
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Helpers shared by the ring-2 tests: run the real binary with a time
+//! limit, keep background servers in guards that kill them by PID.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub fn icephone(args: &[&str], limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_icephone"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn icephone");
+    let output = wait_bounded(child, limit);
+    (output, start.elapsed())
+}
+
+/// Waits at most `limit`, then kills the child by PID: a hung binary must
+/// fail the test, not hang it.
+pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "process did not finish within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// A peer program the test needs: present, or the test is skipped — but
+/// never in CI, where `scripts/setup` installs it.
+pub fn require(program: &str, test: &str) -> Option<PathBuf> {
+    let found = which(program);
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is missing in CI: scripts/setup installs it"
+        );
+        eprintln!("SKIPPED {test}: {program} not installed (run scripts/setup)");
+    }
+    found
+}
+
+/// A background process, killed (by PID) and reaped when dropped.
+pub struct Background {
+    pub child: Child,
+    /// Lines the process printed on stdout, as they arrive.
+    pub lines: Option<mpsc::Receiver<String>>,
+}
+
+impl Background {
+    pub fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn background process");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Background {
+            child,
+            lines: Some(rx),
+        }
+    }
+
+    /// The first stdout line starting with `prefix`, within `limit`.
+    pub fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
+        let rx = self.lines.as_ref().expect("stdout reader");
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no {prefix:?} line within {limit:?}"),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns stderr.
+    pub fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                return (status, err);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no exit within {limit:?} of SIGTERM"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
