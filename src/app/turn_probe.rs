@@ -175,41 +175,50 @@ async fn drive(
     let mut quiet_until: Option<tokio::time::Instant> = None;
     let mut buf = Vec::new();
     loop {
-        while let Some(bytes) = client.poll_transmit() {
-            link.send(&bytes)
-                .await
-                .map_err(|e| format!("cannot send to the TURN server: {e}"))?;
-        }
-        while let Some(event) = client.poll_event() {
-            match event {
-                TurnEvent::Allocated {
-                    relayed,
-                    mapped,
-                    lifetime,
-                } => {
-                    report.relayed = Some(relayed.to_string());
-                    report.mapped = mapped.map(|m| m.to_string());
-                    report.lifetime_s = Some(lifetime.as_secs());
-                    // The first datagram goes as a Send indication once the
-                    // permission exists; the rest over the channel.
-                    send_ping(client, peer, &mut sent_at, &mut rtts)?;
-                    report.channel = client.bind_channel(Instant::now(), peer).ok();
+        // Events queue new requests: flush until both queues are empty.
+        loop {
+            let mut progressed = false;
+            while let Some(bytes) = client.poll_transmit() {
+                progressed = true;
+                link.send(&bytes)
+                    .await
+                    .map_err(|e| format!("cannot send to the TURN server: {e}"))?;
+            }
+            while let Some(event) = client.poll_event() {
+                progressed = true;
+                match event {
+                    TurnEvent::Allocated {
+                        relayed,
+                        mapped,
+                        lifetime,
+                    } => {
+                        report.relayed = Some(relayed.to_string());
+                        report.mapped = mapped.map(|m| m.to_string());
+                        report.lifetime_s = Some(lifetime.as_secs());
+                        // The first datagram goes as a Send indication once the
+                        // permission exists; the rest over the channel.
+                        send_ping(client, peer, &mut sent_at, &mut rtts)?;
+                        report.channel = client.bind_channel(Instant::now(), peer).ok();
+                    }
+                    TurnEvent::ChannelBound { .. } => {
+                        next_ping = Some(tokio::time::Instant::now());
+                    }
+                    TurnEvent::PermissionFailed { error, .. }
+                    | TurnEvent::ChannelBindFailed { error, .. } => {
+                        return Err(format!(
+                            "the TURN server refused to relay to {peer}: {error}"
+                        ));
+                    }
+                    TurnEvent::Failed(error) => return Err(error.to_string()),
+                    TurnEvent::Released => {
+                        report.released = true;
+                        return Ok(());
+                    }
+                    TurnEvent::Refreshed { .. } | TurnEvent::PermissionCreated { .. } => {}
                 }
-                TurnEvent::ChannelBound { .. } => {
-                    next_ping = Some(tokio::time::Instant::now());
-                }
-                TurnEvent::PermissionFailed { error, .. }
-                | TurnEvent::ChannelBindFailed { error, .. } => {
-                    return Err(format!(
-                        "the TURN server refused to relay to {peer}: {error}"
-                    ));
-                }
-                TurnEvent::Failed(error) => return Err(error.to_string()),
-                TurnEvent::Released => {
-                    report.released = true;
-                    return Ok(());
-                }
-                TurnEvent::Refreshed { .. } | TurnEvent::PermissionCreated { .. } => {}
+            }
+            if !progressed {
+                break;
             }
         }
         if client.state() == TurnState::Released {

@@ -161,7 +161,7 @@ impl IceTransport {
     ) -> Received<'a> {
         self.now = now;
         let received = match self.relay_for_wire(source, destination, data) {
-            Some(i) => self.from_relay(now, i, data),
+            Some(i) => self.on_relay_packet(now, i, data),
             None if self.agent.handle_packet(now, source, destination, data) => Received::Control,
             None => Received::Media {
                 component: self.component_of_base(destination),
@@ -269,7 +269,7 @@ impl IceTransport {
         Some(i)
     }
 
-    fn from_relay<'a>(&mut self, now: Instant, i: usize, data: &'a [u8]) -> Received<'a> {
+    fn on_relay_packet<'a>(&mut self, now: Instant, i: usize, data: &'a [u8]) -> Received<'a> {
         let relay = &mut self.relays[i];
         match relay.client.handle_packet(now, data) {
             TurnInput::Relayed { peer, data } => {

@@ -5,9 +5,14 @@ use thiserror::Error;
 
 /// Lowest channel number a client may bind (RFC 8656 §12).
 pub const CHANNEL_MIN: u16 = 0x4000;
-/// Highest channel number under RFC 8656. RFC 5766 allowed up to 0x7FFF; a
-/// server still answers those with 400 as RFC 8656 §12.2 requires.
+/// Highest channel number our client binds (RFC 8656 §12).
 pub const CHANNEL_MAX: u16 = 0x4FFF;
+/// Highest channel number accepted on the wire. RFC 5766 allowed up to
+/// 0x7FFF and its clients use the whole range (coturn's `turnutils_uclient`
+/// picks channels at random in it); RFC 8656 §12.2 would have the server
+/// answer them 400, which breaks those clients for no gain, so the server
+/// and the decoder accept the old range.
+pub const CHANNEL_MAX_RFC5766: u16 = 0x7FFF;
 /// The ChannelData header: channel number and length.
 pub const CHANNEL_HEADER: usize = 4;
 
@@ -15,7 +20,7 @@ pub const CHANNEL_HEADER: usize = 4;
 pub enum ChannelDataError {
     #[error("ChannelData shorter than its 4-byte header")]
     Truncated,
-    #[error("channel number {0:#06x} is outside 0x4000-0x4FFF")]
+    #[error("channel number {0:#06x} is outside 0x4000-0x7FFF")]
     BadChannel(u16),
     #[error("ChannelData says {declared} bytes but only {available} follow")]
     LengthMismatch { declared: usize, available: usize },
@@ -43,7 +48,7 @@ impl<'a> ChannelData<'a> {
             return Err(ChannelDataError::Truncated);
         }
         let channel = u16::from_be_bytes([buf[0], buf[1]]);
-        if !(CHANNEL_MIN..=CHANNEL_MAX).contains(&channel) {
+        if !(CHANNEL_MIN..=CHANNEL_MAX_RFC5766).contains(&channel) {
             return Err(ChannelDataError::BadChannel(channel));
         }
         let declared = u16::from_be_bytes([buf[2], buf[3]]) as usize;
@@ -184,8 +189,8 @@ mod tests {
             Err(ChannelDataError::Truncated)
         );
         assert_eq!(
-            ChannelData::decode(&[0x50, 0, 0, 0]),
-            Err(ChannelDataError::BadChannel(0x5000))
+            ChannelData::decode(&[0x80, 0, 0, 0]),
+            Err(ChannelDataError::BadChannel(0x8000))
         );
         assert_eq!(
             ChannelData::decode(&[0x40, 0, 0, 9, 1]),
@@ -193,6 +198,11 @@ mod tests {
                 declared: 9,
                 available: 1
             })
+        );
+        // RFC 5766 clients use channels up to 0x7FFF; they decode.
+        assert_eq!(
+            ChannelData::decode(&[0x7F, 0xFF, 0, 0]).map(|d| d.channel),
+            Ok(0x7FFF)
         );
         assert!(ChannelData::encode(0x4000, &vec![0; 70_000], false).is_err());
         assert!(is_channel_data(&[0x40]) && !is_channel_data(&[0x00]) && !is_channel_data(&[]));

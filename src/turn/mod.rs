@@ -12,7 +12,7 @@ mod server;
 
 pub use channel::{
     is_channel_data, ChannelData, ChannelDataError, FramingError, StreamDecoder, CHANNEL_HEADER,
-    CHANNEL_MAX, CHANNEL_MIN,
+    CHANNEL_MAX, CHANNEL_MAX_RFC5766, CHANNEL_MIN,
 };
 pub use server::{
     ClientLink, ClientTransport, EndReason, RelayAllocError, RelayAllocator, ServerEvent,

@@ -12,7 +12,7 @@ use super::{
     Step, TurnServer,
 };
 use crate::stun::{attr_type, AddressFamily, Attribute, Class, Message, MessageBuilder, Method};
-use crate::turn::channel::{CHANNEL_MAX, CHANNEL_MIN};
+use crate::turn::channel::{CHANNEL_MAX_RFC5766, CHANNEL_MIN};
 
 /// IANA protocol number of UDP, the only relayed transport (RFC 8656 §7.2).
 const UDP: u8 = 17;
@@ -413,7 +413,11 @@ impl TurnServer {
     ) -> Result<Granted, u16> {
         let relay = self.owned_allocation(now, link, auth)?.relay;
         let number = match req.get(attr_type::CHANNEL_NUMBER) {
-            Some(Ok(Attribute::ChannelNumber(n))) if (CHANNEL_MIN..=CHANNEL_MAX).contains(&n) => n,
+            Some(Ok(Attribute::ChannelNumber(n)))
+                if (CHANNEL_MIN..=CHANNEL_MAX_RFC5766).contains(&n) =>
+            {
+                n
+            }
             _ => return Err(400),
         };
         let peer = req.xor_peer_address().ok_or(400u16)?;

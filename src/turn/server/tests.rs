@@ -886,7 +886,7 @@ fn channel_conflicts_get_400_and_numbers_cool_down() {
     assert_eq!(h.bind(link, &nonce, 0x12, 0x4000, peer_b()), Some(400));
     assert_eq!(h.bind(link, &nonce, 0x13, 0x4001, peer_a()), Some(400));
     assert_eq!(h.bind(link, &nonce, 0x14, 0x3FFF, peer_b()), Some(400));
-    assert_eq!(h.bind(link, &nonce, 0x15, 0x5000, peer_b()), Some(400));
+    assert_eq!(h.bind(link, &nonce, 0x15, 0x8000, peer_b()), Some(400));
     // Rebinding the same pair refreshes.
     assert_eq!(h.bind(link, &nonce, 0x16, 0x4000, peer_a()), None);
     // Keep the allocation alive while the channel expires (600 s) and cools (300 s).
