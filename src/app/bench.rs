@@ -260,7 +260,6 @@ fn run_relay(
     let start = Instant::now();
     let mut rtts = Vec::with_capacity(1 << 20);
     let mut lost = 0u64;
-    let mut in_flight = args.window as u64;
     while start.elapsed() < args.duration {
         match socket.recv_from(&mut buf) {
             Ok((n, from)) if from == server => {
@@ -277,15 +276,14 @@ fn run_relay(
             }
             Ok(_) => {}
             Err(_) => {
-                // 50 ms of silence: the window was lost; refill it.
-                lost += in_flight;
+                // 50 ms of silence: whatever is still out was lost; refill.
+                lost = seq - rtts.len() as u64;
                 for _ in 0..args.window {
                     send(seq)?;
                     seq += 1;
                 }
             }
         }
-        in_flight = args.window as u64;
         // Keep the allocation alive if the run is long.
         client.handle_timeout(Instant::now());
         while let Some(bytes) = client.poll_transmit() {

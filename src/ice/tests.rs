@@ -120,12 +120,7 @@ fn nat_matrix_with_relay() {
         (Symmetric, FullCone, (Prflx, Srflx)),
     ];
     for (a, b, want) in direct {
-        let mut w = WorldBuilder {
-            nats: [a, b],
-            relay: true,
-            ..Default::default()
-        }
-        .build();
+        let mut w = relay_world(a, b);
         w.connect(Duration::from_secs(40))
             .unwrap_or_else(|| panic!("{a:?}/{b:?} did not connect with a relay around"));
         assert_eq!(w.selected_types(0), Some(want), "{a:?}/{b:?}");
@@ -145,12 +140,7 @@ fn nat_matrix_with_relay() {
         (Symmetric, PortRestricted),
         (Symmetric, Symmetric),
     ] {
-        let mut w = WorldBuilder {
-            nats: [a, b],
-            relay: true,
-            ..Default::default()
-        }
-        .build();
+        let mut w = relay_world(a, b);
         let t = w
             .connect(Duration::from_secs(40))
             .unwrap_or_else(|| panic!("{a:?}/{b:?} did not connect through the relay"));
@@ -170,16 +160,21 @@ fn nat_matrix_with_relay() {
     }
 }
 
+/// Both sides behind the given NATs, with the simulated TURN server.
+fn relay_world(a: Nat, b: Nat) -> World {
+    WorldBuilder {
+        nats: [a, b],
+        relay: true,
+        ..Default::default()
+    }
+    .build()
+}
+
 /// Media over a relayed pair: a channel is bound once the pair is selected
 /// and every datagram arrives, with the 4-byte ChannelData framing.
 #[test]
 fn media_flows_through_the_relay_on_a_channel() {
-    let mut w = WorldBuilder {
-        nats: [Nat::Symmetric, Nat::Symmetric],
-        relay: true,
-        ..Default::default()
-    }
-    .build();
+    let mut w = relay_world(Nat::Symmetric, Nat::Symmetric);
     w.connect(Duration::from_secs(40))
         .expect("connects via relay");
     // Let the ChannelBind complete.
@@ -222,12 +217,7 @@ fn media_flows_through_the_relay_on_a_channel() {
 /// Shutting down releases the allocations on the server.
 #[test]
 fn release_frees_the_allocations() {
-    let mut w = WorldBuilder {
-        nats: [Nat::Symmetric, Nat::Symmetric],
-        relay: true,
-        ..Default::default()
-    }
-    .build();
+    let mut w = relay_world(Nat::Symmetric, Nat::Symmetric);
     w.connect(Duration::from_secs(40))
         .expect("connects via relay");
     assert_eq!(w.turn.as_ref().unwrap().server.allocation_count(), 2);
