@@ -14,6 +14,22 @@ const PASSWORD: &str = "s3cret-Pa55";
 
 /// `icephone serve` on 127.0.0.1 with a free port; returns the guard and port.
 fn start_serve(extra: &[&str]) -> (Background, u16) {
+    let (server, line) = start_serve_line(extra);
+    let port = port_in(&line, "udp=").unwrap_or_else(|| panic!("no port in {line:?}"));
+    (server, port)
+}
+
+/// The port of the first address after `key` in serve's
+/// "listening udp=127.0.0.1:P tcp=127.0.0.1:P [tls=127.0.0.1:Q]" line.
+fn port_in(line: &str, key: &str) -> Option<u16> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|a| a.split(',').next())
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+}
+
+fn start_serve_line(extra: &[&str]) -> (Background, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
     cmd.args([
         "--log",
@@ -32,31 +48,31 @@ fn start_serve(extra: &[&str]) -> (Background, u16) {
     .args(extra);
     let mut server = Background::spawn(&mut cmd);
     let line = server.wait_line("listening ", Duration::from_secs(20));
-    // "listening udp=127.0.0.1:P tcp=127.0.0.1:P"
-    let port = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("udp="))
-        .and_then(|a| a.split(',').next())
-        .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {line:?}"));
-    (server, port)
+    (server, line)
 }
 
 fn probe(url: &str, user: &str, password: &str) -> (std::process::Output, serde_json::Value) {
-    let (out, _) = icephone(
-        &[
-            "turn-probe",
-            "--turn",
-            url,
-            "--user",
-            user,
-            "--password",
-            password,
-            "--json",
-        ],
-        Duration::from_secs(40),
-    );
+    probe_with(url, user, password, &[])
+}
+
+fn probe_with(
+    url: &str,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+) -> (std::process::Output, serde_json::Value) {
+    let mut args = vec![
+        "turn-probe",
+        "--turn",
+        url,
+        "--user",
+        user,
+        "--password",
+        password,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (out, _) = icephone(&args, Duration::from_secs(40));
     let j = json(&out);
     (out, j)
 }
@@ -197,14 +213,10 @@ fn coturn_clients_against_icephone_serve() {
     );
 
     // Client-to-client through two relays, over UDP and TCP, with channels
-    // (the default) and with Send/Data indications (-s). `-c`: no RTCP
-    // allocations, which uclient makes with EVEN-PORT reservations that this
-    // server answers 508 (no port reservations; docs/turn.md).
-    for flags in [
-        vec!["-y", "-c"],
-        vec!["-y", "-c", "-t"],
-        vec!["-y", "-c", "-s"],
-    ] {
+    // (the default) and with Send/Data indications (-s). Without -c uclient
+    // also allocates for RTCP, with EVEN-PORT reservations and their
+    // RESERVATION-TOKENs.
+    for flags in [vec!["-y"], vec!["-y", "-t"], vec!["-y", "-c", "-s"]] {
         let mut cmd = Command::new(&uclient);
         cmd.args(&flags).args([
             "-u",
@@ -243,8 +255,16 @@ fn coturn_clients_against_icephone_serve() {
     assert!(status.success(), "{log}");
 }
 
-/// coturn on loopback with long-term credentials; killed by PID on drop.
+/// coturn on loopback with long-term credentials, plain UDP and TCP only;
+/// killed by PID on drop.
 fn start_coturn(test: &str) -> Option<(Background, u16, std::path::PathBuf)> {
+    start_coturn_with(test, &["--no-tls".into(), "--no-dtls".into()])
+}
+
+fn start_coturn_with(
+    test: &str,
+    extra: &[String],
+) -> Option<(Background, u16, std::path::PathBuf)> {
     let turnserver = require("turnserver", test)?;
     let port = std::net::UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -262,13 +282,12 @@ fn start_coturn(test: &str) -> Option<(Background, u16, std::path::PathBuf)> {
         "--realm=coturn.example",
         &format!("--user={USER}:{PASSWORD}"),
         "--allow-loopback-peers",
-        "--no-tls",
-        "--no-dtls",
         "--no-cli",
         "--no-stdout-log",
         &format!("--log-file={}", dir.join("coturn.log").display()),
         &format!("--pidfile={}", dir.join("coturn.pid").display()),
-    ]);
+    ])
+    .args(extra);
     Some((Background::spawn(&mut cmd), port, dir))
 }
 
@@ -304,4 +323,209 @@ fn our_client_against_coturn_over_udp_and_tcp() {
     );
     drop(coturn);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A test CA and a server certificate it signed for 127.0.0.1 and
+/// localhost, made with the openssl command (Debian's `openssl`). Returns
+/// the directory holding ca.pem, server.pem and server.key.
+fn test_certificates(test: &str) -> Option<std::path::PathBuf> {
+    let openssl = require("openssl", test)?;
+    let dir = std::env::temp_dir().join(format!("icephone-tls-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let p = |name: &str| dir.join(name).display().to_string();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let steps = [
+        format!(
+            "req -x509 {ec} -days 2 -subj /CN=icephone-test-CA -keyout {} -out {}",
+            p("ca.key"),
+            p("ca.pem")
+        ),
+        format!(
+            "req {ec} -subj /CN=localhost -keyout {} -out {}",
+            p("server.key"),
+            p("server.csr")
+        ),
+        format!(
+            "x509 -req -days 2 -CAcreateserial -in {} -CA {} -CAkey {} -extfile {} -out {}",
+            p("server.csr"),
+            p("ca.pem"),
+            p("ca.key"),
+            p("server.ext"),
+            p("server.pem")
+        ),
+    ];
+    // Temporary paths have no spaces, so splitting on whitespace is exact.
+    for step in steps {
+        let out = Command::new(&openssl)
+            .args(step.split_whitespace())
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Some(dir)
+}
+
+#[test]
+fn turn_probe_over_tls_against_icephone_serve() {
+    let Some(certs) = test_certificates("probe_tls_serve") else {
+        return;
+    };
+    let cert = certs.join("server.pem").display().to_string();
+    let key = certs.join("server.key").display().to_string();
+    let ca = certs.join("ca.pem").display().to_string();
+    let (server, line) =
+        start_serve_line(&["--tls-cert", &cert, "--tls-key", &key, "--tls-port", "0"]);
+    let tls_port = port_in(&line, "tls=").unwrap_or_else(|| panic!("no tls= in {line:?}"));
+
+    let url = format!("turns:127.0.0.1:{tls_port}");
+    let (out, j) = probe_with(&url, USER, PASSWORD, &["--ca", &ca]);
+    assert!(
+        out.status.success(),
+        "{url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_probe_ok(&url, &j);
+    assert_eq!(j["transport"], "tls", "{j}");
+
+    // Without our CA the server is not trusted: a clear error, exit 2.
+    let (out, j) = probe(&url, USER, PASSWORD);
+    assert_eq!(out.status.code(), Some(2), "{j}");
+    let err = j["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("TLS handshake failed") && err.contains("certificate"),
+        "{j}"
+    );
+    // A CA file that does not exist is named.
+    let (out, j) = probe_with(&url, USER, PASSWORD, &["--ca", "/nonexistent/ca.pem"]);
+    assert_eq!(out.status.code(), Some(2), "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/nonexistent/ca.pem"),
+        "{j}"
+    );
+
+    // coturn's client over TLS (-S -t), through two relays, with channels.
+    if let Some(uclient) = require("turnutils_uclient", "probe_tls_serve") {
+        let child = Command::new(uclient)
+            .args(["-y", "-t", "-S", "-u", USER, "-w", PASSWORD])
+            .args([
+                "-p",
+                &tls_port.to_string(),
+                "-n",
+                "20",
+                "-l",
+                "160",
+                "-m",
+                "2",
+                "127.0.0.1",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run turnutils_uclient");
+        let out = common::wait_bounded(child, Duration::from_secs(60));
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "uclient -S -t: {text}");
+        assert!(
+            text.contains("Total lost packets 0 (0.000000%)"),
+            "uclient -S -t: {text}"
+        );
+    }
+
+    let (status, log) = server.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{log}");
+    assert!(log.contains("transport=Tls"), "{log}");
+    assert!(!log.contains(PASSWORD), "the password reached the log");
+    let _ = std::fs::remove_dir_all(certs);
+}
+
+#[test]
+fn serve_refuses_unusable_tls_files() {
+    let (out, _) = icephone(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    // A certificate without its key is a usage error.
+    let (out, _) = icephone(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tls-cert",
+            "/tmp/c.pem",
+        ],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+}
+
+#[test]
+fn our_client_against_coturn_over_tls() {
+    let Some(certs) = test_certificates("client_coturn_tls") else {
+        return;
+    };
+    let cert = certs.join("server.pem").display().to_string();
+    let key = certs.join("server.key").display().to_string();
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let Some((coturn, _port, dir)) = start_coturn_with(
+        "client_coturn_tls",
+        &[
+            format!("--cert={cert}"),
+            format!("--pkey={key}"),
+            format!("--tls-listening-port={tls_port}"),
+            "--no-dtls".into(),
+        ],
+    ) else {
+        return;
+    };
+    let url = format!("turns:127.0.0.1:{tls_port}");
+    let ca = certs.join("ca.pem").display().to_string();
+    let mut last = None;
+    for _ in 0..20 {
+        let (out, j) = probe_with(&url, USER, PASSWORD, &["--ca", &ca]);
+        let ok = out.status.success();
+        last = Some(j);
+        if ok {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let j = last.unwrap();
+    assert_probe_ok(&url, &j);
+    assert_eq!(j["transport"], "tls", "{j}");
+    drop(coturn);
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(certs);
 }

@@ -40,7 +40,7 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
-    /// Run the embedded STUN/TURN server (UDP and TCP) until Ctrl-C or SIGTERM.
+    /// Run the embedded STUN/TURN server (UDP, TCP, and TLS with --tls-cert) until Ctrl-C or SIGTERM.
     Serve {
         /// Address to listen on (repeatable). Two addresses of one family
         /// turn on RFC 5780 NAT behaviour discovery. Default: every
@@ -65,13 +65,23 @@ pub enum Command {
         /// Relay to loopback peers too (local tests and demos only).
         #[arg(long)]
         allow_loopback_peers: bool,
+        /// Serve TURN over TLS too (turns:), with this PEM certificate chain.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<std::path::PathBuf>,
+        /// The PEM private key of --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<std::path::PathBuf>,
+        /// Port for TURN over TLS; 0 picks a free one.
+        #[arg(long, default_value_t = 5349)]
+        tls_port: u16,
     },
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Allocate on a TURN server, relay a few datagrams to a local echo peer, report, release.
     TurnProbe {
-        /// TURN server: turn:HOST[:PORT][?transport=udp|tcp] (port 3478 by default).
+        /// TURN server: turn:HOST[:PORT][?transport=udp|tcp] (port 3478 by
+        /// default) or turns:HOST[:PORT] (TLS, port 5349 by default).
         #[arg(long)]
         turn: String,
         /// TURN username (long-term credentials).
@@ -86,6 +96,10 @@ pub enum Command {
         /// Seconds the whole probe may take before giving up.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// For turns: trust the CA certificates in this PEM file besides
+        /// the system's (a private CA, or a self-signed server certificate).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<std::path::PathBuf>,
     },
 }
 
@@ -127,11 +141,20 @@ pub enum BenchCommand {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // `serve` runs its core behind one lock, so a second worker thread
+    // only adds cross-thread wake-ups: on one thread a packet's reader task
+    // and the relay's run back to back. The clients keep two workers.
+    let runtime = if matches!(cli.command, Some(Command::Serve { .. })) {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -192,6 +215,9 @@ pub fn run() -> ExitCode {
                 user_quota,
                 max_allocations,
                 allow_loopback_peers,
+                tls_cert,
+                tls_key,
+                tls_port,
             } => {
                 let rfc5780 = listen.len() >= 2;
                 let listen = if listen.is_empty() {
@@ -219,11 +245,25 @@ pub fn run() -> ExitCode {
                         }
                     }
                 }
+                let tls = match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => match crate::net::tls::server_config(&cert, &key) {
+                        Ok(config) => Some(crate::server::ServeTls {
+                            config,
+                            port: tls_port,
+                        }),
+                        Err(e) => {
+                            eprintln!("error: {e}");
+                            return ExitCode::from(2);
+                        }
+                    },
+                    _ => None,
+                };
                 let config = crate::server::ServeConfig {
                     listen,
                     port,
                     rfc5780,
                     turn,
+                    tls,
                 };
                 match crate::server::run(config).await {
                     Ok(()) => ExitCode::SUCCESS,
@@ -239,6 +279,7 @@ pub fn run() -> ExitCode {
                 password,
                 json,
                 timeout,
+                ca,
             } => {
                 super::turn_probe::run(super::turn_probe::ProbeArgs {
                     turn: &turn,
@@ -246,6 +287,7 @@ pub fn run() -> ExitCode {
                     password: &password,
                     json,
                     timeout: Duration::from_secs(timeout),
+                    ca: ca.as_deref(),
                 })
                 .await
             }
@@ -259,8 +301,11 @@ fn init_logging(filter: Option<&str>) {
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
     };
+    // Colours only on a terminal: logs redirected to a file or read by a
+    // script must not carry escape codes.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .try_init();
 }

@@ -11,8 +11,9 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 
 use super::server_addr::{parse_turn_server, resolve};
+use crate::net::tls::{self, TlsClient};
 use crate::net::turn_link::TurnLink;
-use crate::turn::{TurnClient, TurnClientConfig, TurnEvent, TurnInput, TurnState};
+use crate::turn::{TurnClient, TurnClientConfig, TurnEvent, TurnInput, TurnState, TurnTransport};
 
 const PINGS: usize = 5;
 const PING_TAG: &[u8] = b"icephone-turn-probe:";
@@ -44,6 +45,8 @@ pub struct ProbeArgs<'a> {
     pub password: &'a str,
     pub json: bool,
     pub timeout: Duration,
+    /// Extra CA certificates (PEM) to trust for `turns:`.
+    pub ca: Option<&'a std::path::Path>,
 }
 
 pub async fn run(args: ProbeArgs<'_>) -> ExitCode {
@@ -107,9 +110,20 @@ async fn probe(args: &ProbeArgs<'_>) -> Result<ProbeReport, String> {
     if args.user.is_empty() {
         return Err("--user must not be empty".into());
     }
+    let tls = match url.transport {
+        TurnTransport::Tls => Some(TlsClient {
+            config: tls::client_config(args.ca).map_err(|e| format!("--ca: {e}"))?,
+            server_name: tls::server_name(&url.name.host).map_err(|e| e.to_string())?,
+        }),
+        _ if args.ca.is_some() => {
+            return Err("--ca applies only to turns: servers".into());
+        }
+        _ => None,
+    };
     let server = resolve(&url.name).await.map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + args.timeout;
-    let mut link = tokio::time::timeout_at(deadline, TurnLink::connect(server, url.transport))
+    let connect = TurnLink::connect(server, url.transport, tls.as_ref());
+    let mut link = tokio::time::timeout_at(deadline, connect)
         .await
         .map_err(|_| {
             format!(

@@ -432,6 +432,21 @@ impl RelayAllocator for SimPorts {
         self.next = self.next.checked_add(1).ok_or(RelayAllocError::Exhausted)?;
         Ok(SocketAddr::new(self.ip, port))
     }
+
+    fn allocate_even_pair(
+        &mut self,
+        family: AddressFamily,
+        client: &ClientLink,
+    ) -> Result<(SocketAddr, SocketAddr), RelayAllocError> {
+        self.next = self
+            .next
+            .checked_add(self.next % 2)
+            .ok_or(RelayAllocError::Exhausted)?;
+        Ok((
+            self.allocate(family, true, client)?,
+            self.allocate(family, false, client)?,
+        ))
+    }
 }
 
 impl SimTurn {

@@ -7,6 +7,7 @@
 //! Must not touch: protocol decisions — those live in the cores.
 
 pub mod interfaces;
+pub mod tls;
 pub mod turn_link;
 
 use std::io;

@@ -1,7 +1,7 @@
 //! `icephone serve`: the tokio driver around the sans-IO STUN/TURN server
 //! core (`turn::TurnServer`). A later issue adds the SIP registrar here.
 //!
-//! Owns: the listening UDP sockets and TCP listener, one UDP socket per
+//! Owns: the listening UDP sockets and TCP (and TLS) listeners, one UDP socket per
 //! relayed address, the clock and the shutdown signal; one log line per
 //! allocation. Must not touch: protocol decisions (all in the core) or
 //! anything of calls and media.
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -39,6 +39,8 @@ const BATCH: usize = 64;
 const MAX_TCP_CONNECTIONS: usize = 1024;
 /// Frames queued towards one TCP client before further ones are dropped.
 const TCP_QUEUE: usize = 256;
+/// A TLS client that has not finished its handshake by then is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -51,6 +53,24 @@ pub struct ServeConfig {
     /// one family in `listen`.
     pub rfc5780: bool,
     pub turn: TurnServerConfig,
+    /// TURN over TLS (`turns:`) on a port of its own.
+    pub tls: Option<ServeTls>,
+}
+
+#[derive(Clone)]
+pub struct ServeTls {
+    pub config: Arc<rustls::ServerConfig>,
+    /// 0 picks a free port.
+    pub port: u16,
+}
+
+impl std::fmt::Debug for ServeTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The configuration holds the private key: never printed.
+        f.debug_struct("ServeTls")
+            .field("port", &self.port)
+            .finish()
+    }
 }
 
 #[derive(Debug, Error)]
@@ -71,6 +91,7 @@ pub enum ServeError {
 pub struct Server {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
     ctx: Arc<Ctx>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -86,6 +107,11 @@ struct Shared {
     tcp: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
     /// Relay sockets bound during the current call, awaiting a reader task.
     fresh: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// Ports held for a RESERVATION-TOKEN (EVEN-PORT with R): bound, so no
+    /// one else gets them, but not read until an allocation claims them.
+    reserved: HashMap<SocketAddr, Arc<UdpSocket>>,
+    /// Relays claimed from `reserved` that still need a reader task.
+    unread: Vec<SocketAddr>,
     send_drops: u64,
 }
 
@@ -125,18 +151,11 @@ impl Server {
                 }
             }
         }
-        let mut listeners = Vec::new();
-        for ip in &config.listen {
-            let addr = SocketAddr::new(*ip, port);
-            let l = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr,
-                    proto: "tcp",
-                    source,
-                })?;
-            listeners.push(l);
-        }
+        let listeners = bind_tcp(&config.listen, port).await?;
+        let tls_listeners = match &config.tls {
+            Some(tls) => bind_tcp(&config.listen, tls.port).await?,
+            None => Vec::new(),
+        };
         let core = TurnServer::new(turn, Box::new(StdRng::from_os_rng()));
         let mut udp = HashMap::new();
         for (addr, s) in udp_sockets.into_iter().chain(extra) {
@@ -149,6 +168,8 @@ impl Server {
                 relays: HashMap::new(),
                 tcp: HashMap::new(),
                 fresh: Vec::new(),
+                reserved: HashMap::new(),
+                unread: Vec::new(),
                 send_drops: 0,
             }),
         });
@@ -159,18 +180,27 @@ impl Server {
             tasks.push(tokio::spawn(client_udp_reader(ctx.clone(), socket, addr)));
         }
         let mut tcp_addrs = Vec::new();
-        for l in listeners {
-            tcp_addrs.push(l.local_addr().map_err(|source| ServeError::Bind {
-                addr: SocketAddr::new(config.listen[0], port),
-                proto: "tcp",
-                source,
-            })?);
-            tasks.push(tokio::spawn(tcp_acceptor(ctx.clone(), l)));
+        for (addr, l) in listeners {
+            tcp_addrs.push(addr);
+            tasks.push(tokio::spawn(tcp_acceptor(ctx.clone(), l, None)));
+        }
+        let mut tls_addrs = Vec::new();
+        if let Some(tls) = &config.tls {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+            for (addr, l) in tls_listeners {
+                tls_addrs.push(addr);
+                tasks.push(tokio::spawn(tcp_acceptor(
+                    ctx.clone(),
+                    l,
+                    Some(acceptor.clone()),
+                )));
+            }
         }
         tasks.push(tokio::spawn(timer(ctx.clone())));
         Ok(Server {
             udp: udp_addrs,
             tcp: tcp_addrs,
+            tls: tls_addrs,
             ctx,
             tasks,
         })
@@ -192,6 +222,7 @@ impl Server {
                 }
             }
             shared.tcp.clear();
+            shared.reserved.clear();
             let stats = shared.core.stats();
             tracing::info!(
                 relayed_to_peer = stats.relayed_to_peer_packets,
@@ -257,9 +288,63 @@ async fn bind_udp(
     Ok((out, port))
 }
 
+/// Binds a TCP listener on every listen address with one port, as
+/// [`bind_udp`] does.
+async fn bind_tcp(
+    listen: &[IpAddr],
+    port: u16,
+) -> Result<Vec<(SocketAddr, TcpListener)>, ServeError> {
+    let mut out = Vec::new();
+    let mut port = port;
+    for ip in listen {
+        let addr = SocketAddr::new(*ip, port);
+        let bind_error = |source| ServeError::Bind {
+            addr,
+            proto: "tcp",
+            source,
+        };
+        let l = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let local = l.local_addr().map_err(bind_error)?;
+        port = local.port();
+        out.push((local, l));
+    }
+    Ok(out)
+}
+
 /// Binds relay sockets for the core, on the address the client reached us at.
 struct SocketAllocator<'a> {
     fresh: &'a mut Vec<(SocketAddr, Arc<UdpSocket>)>,
+    reserved: &'a mut HashMap<SocketAddr, Arc<UdpSocket>>,
+}
+
+/// Kernel-chosen ports are random, so an even port (with its odd neighbour
+/// free) may take a few tries.
+const EVEN_PORT_TRIES: usize = 32;
+
+fn bind_relay(ip: IpAddr, port: u16) -> Result<(SocketAddr, std::net::UdpSocket), RelayAllocError> {
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(ip, port))
+        .map_err(|e| RelayAllocError::Bind(e.to_string()))?;
+    let addr = socket
+        .local_addr()
+        .map_err(|e| RelayAllocError::Bind(e.to_string()))?;
+    Ok((addr, socket))
+}
+
+fn into_tokio(socket: std::net::UdpSocket) -> Result<Arc<UdpSocket>, RelayAllocError> {
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| RelayAllocError::Bind(e.to_string()))?;
+    UdpSocket::from_std(socket)
+        .map(Arc::new)
+        .map_err(|e| RelayAllocError::Bind(e.to_string()))
+}
+
+fn relay_ip(family: AddressFamily, client: &ClientLink) -> Result<IpAddr, RelayAllocError> {
+    let ip = client.local.ip();
+    if matches!(family, AddressFamily::V6) != ip.is_ipv6() {
+        return Err(RelayAllocError::FamilyUnsupported(family));
+    }
+    Ok(ip)
 }
 
 impl RelayAllocator for SocketAllocator<'_> {
@@ -269,27 +354,36 @@ impl RelayAllocator for SocketAllocator<'_> {
         even_port: bool,
         client: &ClientLink,
     ) -> Result<SocketAddr, RelayAllocError> {
-        let ip = client.local.ip();
-        if matches!(family, AddressFamily::V6) != ip.is_ipv6() {
-            return Err(RelayAllocError::FamilyUnsupported(family));
-        }
-        // An even port may take a few tries: the kernel hands out ports at random.
-        for _ in 0..if even_port { 32 } else { 1 } {
-            let std_socket = std::net::UdpSocket::bind(SocketAddr::new(ip, 0))
-                .map_err(|e| RelayAllocError::Bind(e.to_string()))?;
-            let addr = std_socket
-                .local_addr()
-                .map_err(|e| RelayAllocError::Bind(e.to_string()))?;
+        let ip = relay_ip(family, client)?;
+        for _ in 0..if even_port { EVEN_PORT_TRIES } else { 1 } {
+            let (addr, socket) = bind_relay(ip, 0)?;
             if even_port && addr.port() % 2 == 1 {
                 continue;
             }
-            std_socket
-                .set_nonblocking(true)
-                .map_err(|e| RelayAllocError::Bind(e.to_string()))?;
-            let socket = UdpSocket::from_std(std_socket)
-                .map_err(|e| RelayAllocError::Bind(e.to_string()))?;
-            self.fresh.push((addr, Arc::new(socket)));
+            self.fresh.push((addr, into_tokio(socket)?));
             return Ok(addr);
+        }
+        Err(RelayAllocError::Exhausted)
+    }
+
+    fn allocate_even_pair(
+        &mut self,
+        family: AddressFamily,
+        client: &ClientLink,
+    ) -> Result<(SocketAddr, SocketAddr), RelayAllocError> {
+        let ip = relay_ip(family, client)?;
+        for _ in 0..EVEN_PORT_TRIES {
+            let (addr, socket) = bind_relay(ip, 0)?;
+            if addr.port() % 2 == 1 || addr.port() == u16::MAX {
+                continue;
+            }
+            // The neighbour may be taken; then try another pair.
+            let Ok((next, next_socket)) = bind_relay(ip, addr.port() + 1) else {
+                continue;
+            };
+            self.fresh.push((addr, into_tokio(socket)?));
+            self.reserved.insert(next, into_tokio(next_socket)?);
+            return Ok((addr, next));
         }
         Err(RelayAllocError::Exhausted)
     }
@@ -299,6 +393,7 @@ impl Shared {
     fn on_client(&mut self, now: Instant, link: ClientLink, data: &[u8]) {
         let mut alloc = SocketAllocator {
             fresh: &mut self.fresh,
+            reserved: &mut self.reserved,
         };
         let out = self.core.handle_client(now, link, data, &mut alloc);
         send(
@@ -338,7 +433,7 @@ fn send(
             ClientTransport::Udp => udp
                 .get(&link.local)
                 .is_some_and(|s| s.try_send_to(data, link.remote).is_ok()),
-            ClientTransport::Tcp => tcp
+            ClientTransport::Tcp | ClientTransport::Tls => tcp
                 .get(&(link.local, link.remote))
                 .is_some_and(|tx| tx.try_send(data.to_vec()).is_ok()),
         },
@@ -362,6 +457,15 @@ fn after_batch(ctx: &Arc<Ctx>, shared: &mut Shared) {
         );
     }
     drain_events(shared);
+    for addr in std::mem::take(&mut shared.unread) {
+        // Gone already if the allocation ended within the same batch.
+        if let Some(relay) = shared.relays.get_mut(&addr) {
+            if relay.reader.is_none() {
+                let socket = relay.socket.clone();
+                relay.reader = Some(tokio::spawn(relay_reader(ctx.clone(), socket, addr)));
+            }
+        }
+    }
 }
 
 fn drain_events(shared: &mut Shared) {
@@ -372,14 +476,32 @@ fn drain_events(shared: &mut Shared) {
                 client,
                 relay,
                 lifetime,
-            } => tracing::info!(
-                %user,
-                client = %client.remote,
-                transport = ?client.transport,
-                %relay,
-                lifetime_s = lifetime.as_secs(),
-                "allocation created"
-            ),
+            } => {
+                tracing::info!(
+                    %user,
+                    client = %client.remote,
+                    transport = ?client.transport,
+                    %relay,
+                    lifetime_s = lifetime.as_secs(),
+                    "allocation created"
+                );
+                // A claimed reservation: its socket becomes a relay, read
+                // from the end of this batch (`after_batch`).
+                if let Some(socket) = shared.reserved.remove(&relay) {
+                    shared.relays.insert(
+                        relay,
+                        Relay {
+                            socket,
+                            reader: None,
+                        },
+                    );
+                    shared.unread.push(relay);
+                }
+            }
+            ServerEvent::ReservationEnded { relay } => {
+                tracing::debug!(%relay, "port reservation ended");
+                shared.reserved.remove(&relay);
+            }
             ServerEvent::AllocationEnded {
                 user,
                 client,
@@ -479,7 +601,11 @@ async fn timer(ctx: Arc<Ctx>) {
     }
 }
 
-async fn tcp_acceptor(ctx: Arc<Ctx>, listener: TcpListener) {
+async fn tcp_acceptor(
+    ctx: Arc<Ctx>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
@@ -488,7 +614,40 @@ async fn tcp_acceptor(ctx: Arc<Ctx>, listener: TcpListener) {
                     tracing::warn!(%remote, "TCP connection refused: too many open");
                     continue;
                 }
-                tokio::spawn(tcp_connection(ctx.clone(), stream, remote));
+                let Ok(local) = stream.local_addr() else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let ctx = ctx.clone();
+                match tls.clone() {
+                    None => {
+                        let link = ClientLink {
+                            transport: ClientTransport::Tcp,
+                            local,
+                            remote,
+                        };
+                        tokio::spawn(stream_connection(ctx, stream, link));
+                    }
+                    Some(acceptor) => {
+                        let link = ClientLink {
+                            transport: ClientTransport::Tls,
+                            local,
+                            remote,
+                        };
+                        // The handshake runs in the connection's task so a
+                        // slow client cannot hold up the accept loop.
+                        tokio::spawn(async move {
+                            let handshake = acceptor.accept(stream);
+                            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                                Ok(Ok(tls)) => stream_connection(ctx, tls, link).await,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(%remote, error = %e, "TLS handshake failed")
+                                }
+                                Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "TCP accept failed");
@@ -498,12 +657,14 @@ async fn tcp_acceptor(ctx: Arc<Ctx>, listener: TcpListener) {
     }
 }
 
-async fn tcp_connection(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr) {
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+/// One TCP or TLS client: frames in through the decoder, frames out through
+/// a queue drained by a writer task.
+async fn stream_connection<S>(ctx: Arc<Ctx>, stream: S, link: ClientLink)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (local, remote) = (link.local, link.remote);
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     ctx.lock().tcp.insert((local, remote), tx);
     let write_task = tokio::spawn(async move {
@@ -511,13 +672,13 @@ async fn tcp_connection(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr) {
             if writer.write_all(&frame).await.is_err() {
                 return;
             }
+            // Flush only when the queue is empty: a burst goes out in as
+            // few TLS records (and TCP segments) as it can.
+            if rx.is_empty() && writer.flush().await.is_err() {
+                return;
+            }
         }
     });
-    let link = ClientLink {
-        transport: ClientTransport::Tcp,
-        local,
-        remote,
-    };
     let mut decoder = StreamDecoder::new();
     let mut chunk = vec![0u8; 16 * 1024];
     'read: loop {
@@ -533,7 +694,7 @@ async fn tcp_connection(ctx: Arc<Ctx>, stream: TcpStream, remote: SocketAddr) {
                 Ok(Some(frame)) => shared.on_client(now, link, frame),
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(%remote, error = %e, "closing a TCP client that sent garbage");
+                    tracing::debug!(%remote, error = %e, "closing a stream client that sent garbage");
                     after_batch(&ctx, &mut shared);
                     break 'read;
                 }
@@ -555,8 +716,13 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let server = Server::start(config.clone()).await?;
     let udp: Vec<String> = server.udp.iter().map(|a| a.to_string()).collect();
     let tcp: Vec<String> = server.tcp.iter().map(|a| a.to_string()).collect();
+    let tls: Vec<String> = server.tls.iter().map(|a| a.to_string()).collect();
     // One parseable line for scripts and tests, then the human summary.
-    println!("listening udp={} tcp={}", udp.join(","), tcp.join(","));
+    let mut line = format!("listening udp={} tcp={}", udp.join(","), tcp.join(","));
+    if !tls.is_empty() {
+        line.push_str(&format!(" tls={}", tls.join(",")));
+    }
+    println!("{line}");
     println!(
         "icephone serve: STUN/TURN, realm {:?}, {} user(s){}; Ctrl-C to stop",
         config.turn.realm,

@@ -35,12 +35,21 @@ use crate::stun::{
 };
 use crate::turn::channel::{is_channel_data, ChannelData};
 
-/// How the client reached us. TLS counts as TCP: to the core both are an
-/// ordered stream, which is what changes the framing (ChannelData padding).
+/// How the client reached us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ClientTransport {
     Udp,
     Tcp,
+    /// TLS over TCP: a stream like TCP to the core; the driver terminates TLS.
+    Tls,
+}
+
+impl ClientTransport {
+    /// Framed by the messages' own lengths, with ChannelData padded
+    /// (RFC 8656 §12.5), and no answering from another address.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, ClientTransport::Udp)
+    }
 }
 
 /// The client's 5-tuple. Over TCP the driver maps it to the connection.
@@ -162,15 +171,25 @@ pub enum RelayAllocError {
 /// and not in use by another allocation; the core tells the driver to close
 /// it through [`ServerEvent::AllocationEnded`].
 pub trait RelayAllocator {
-    /// `even_port`: the client asked for an even port (RFC 8656 §7.2; the
-    /// reservation of the next port is never asked for, see
-    /// [`TurnServer::handle_client`]).
+    /// `even_port`: the client asked for an even port (RFC 8656 §7.2,
+    /// EVEN-PORT without the R bit).
     fn allocate(
         &mut self,
         family: AddressFamily,
         even_port: bool,
         client: &ClientLink,
     ) -> Result<SocketAddr, RelayAllocError>;
+
+    /// An even port and the next-higher one, both held (EVEN-PORT with the R
+    /// bit): the first is the new allocation's, the second is kept in
+    /// reserve until it is claimed by a RESERVATION-TOKEN (it then comes
+    /// back in [`ServerEvent::AllocationCreated`]) or the core ends it with
+    /// [`ServerEvent::ReservationEnded`].
+    fn allocate_even_pair(
+        &mut self,
+        family: AddressFamily,
+        client: &ClientLink,
+    ) -> Result<(SocketAddr, SocketAddr), RelayAllocError>;
 }
 
 /// What one input makes the driver send.
@@ -218,6 +237,20 @@ pub enum ServerEvent {
         relay: SocketAddr,
         reason: EndReason,
     },
+    /// A reserved port (EVEN-PORT with the R bit) was not claimed in time,
+    /// or the server shut down: the driver closes its socket.
+    ReservationEnded { relay: SocketAddr },
+}
+
+/// How long a reserved port waits for its RESERVATION-TOKEN (RFC 8656
+/// §7.2: "approximately 30 seconds").
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// A port held for a later Allocate with its token.
+#[derive(Clone, Copy, Debug)]
+struct Reservation {
+    relay: SocketAddr,
+    expires: Instant,
 }
 
 /// Counters since creation.
@@ -275,6 +308,8 @@ pub struct TurnServer {
     allocations: HashMap<ClientLink, Allocation>,
     by_relay: HashMap<SocketAddr, ClientLink>,
     per_user: HashMap<String, usize>,
+    /// RESERVATION-TOKEN -> reserved port; at most `total_allocations`.
+    reservations: HashMap<u64, Reservation>,
     /// (deadline, allocation) entries; an entry is live only while it equals
     /// the allocation's `scheduled`, the others are skipped when popped.
     timers: BinaryHeap<Reverse<(Instant, ClientLink)>>,
@@ -303,6 +338,7 @@ impl TurnServer {
             allocations: HashMap::new(),
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
+            reservations: HashMap::new(),
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
             stats: TurnServerStats::default(),
@@ -313,11 +349,11 @@ impl TurnServer {
     /// Handles one STUN message or ChannelData message from a client (over
     /// TCP: one frame from the stream decoder).
     ///
-    /// Not supported, answered 508 (Insufficient Capacity): EVEN-PORT with
-    /// the R bit and RESERVATION-TOKEN, since this server keeps no port
-    /// reservations (RFC 8656 §7.2 lets it answer 508 when it "cannot
-    /// satisfy the request"). ADDITIONAL-ADDRESS-FAMILY (dual allocation) is
-    /// comprehension-optional and ignored: the client gets the one family.
+    /// EVEN-PORT with the R bit reserves the next port for
+    /// [`RESERVATION_LIFETIME`] and answers with its RESERVATION-TOKEN; an
+    /// unknown or expired token gets 508. ADDITIONAL-ADDRESS-FAMILY (dual
+    /// allocation) is comprehension-optional and ignored: the client gets
+    /// the one family.
     pub fn handle_client<'a>(
         &'a mut self,
         now: Instant,
@@ -382,7 +418,7 @@ impl TurnServer {
                 self.scratch.extend_from_slice(&len.to_be_bytes());
                 self.scratch.extend_from_slice(data);
                 // RFC 8656 §12.5: over a stream ChannelData is padded to 4.
-                if link.transport == ClientTransport::Tcp {
+                if link.transport.is_stream() {
                     let padded = (self.scratch.len() + 3) & !3;
                     self.scratch.resize(padded, 0);
                 }
@@ -437,12 +473,36 @@ impl TurnServer {
             alloc.scheduled = next;
             self.timers.push(Reverse((next, link)));
         }
+        self.end_reservations(|r| r.expires <= now);
     }
 
     /// The earliest instant `handle_timeout` has work; possibly earlier
     /// (an entry superseded by a refresh), never later.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        let allocation = self.timers.peek().map(|Reverse((at, _))| *at);
+        let reservation = self.reservations.values().map(|r| r.expires).min();
+        match (allocation, reservation) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        }
+    }
+
+    /// Drops the reservations `done` picks, each with a `ReservationEnded`.
+    fn end_reservations(&mut self, mut done: impl FnMut(&Reservation) -> bool) {
+        let mut ended: Vec<SocketAddr> = Vec::new();
+        self.reservations.retain(|_, r| {
+            let end = done(r);
+            if end {
+                ended.push(r.relay);
+            }
+            !end
+        });
+        ended.sort_unstable();
+        self.events.extend(
+            ended
+                .into_iter()
+                .map(|relay| ServerEvent::ReservationEnded { relay }),
+        );
     }
 
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
@@ -456,6 +516,7 @@ impl TurnServer {
         for link in links {
             self.end_allocation(link, EndReason::Shutdown);
         }
+        self.end_reservations(|_| true);
         self.timers.clear();
     }
 
@@ -510,7 +571,7 @@ impl TurnServer {
         };
         // A stream cannot answer from another address: CHANGE-REQUEST is a
         // UDP test (RFC 5780 §7.2), so a TCP client asking for it is refused.
-        if link.transport == ClientTransport::Tcp && transmit.from != link.local {
+        if link.transport.is_stream() && transmit.from != link.local {
             if let Ok(req) = Message::decode(data) {
                 let builder = self.error_builder(&req, 400);
                 self.finish_response(builder, &req, None);

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use super::allocation::{later, Allocation};
 use super::auth::{AuthReject, Authenticated};
 use super::{
-    canonical, family_of, ClientLink, EndReason, RelayAllocError, RelayAllocator, ServerEvent,
-    Step, TurnServer,
+    canonical, family_of, ClientLink, EndReason, RelayAllocError, RelayAllocator, Reservation,
+    ServerEvent, Step, TurnServer, RESERVATION_LIFETIME,
 };
 use crate::stun::{attr_type, AddressFamily, Attribute, Class, Message, MessageBuilder, Method};
 use crate::turn::channel::{CHANNEL_MAX_RFC5766, CHANNEL_MIN};
+use rand::RngCore;
 
 /// IANA protocol number of UDP, the only relayed transport (RFC 8656 §7.2).
 const UDP: u8 = 17;
@@ -26,11 +27,24 @@ enum Granted {
         relay: SocketAddr,
         mapped: SocketAddr,
         lifetime: Duration,
+        /// The token of the next port, reserved for EVEN-PORT with R.
+        reservation: Option<u64>,
     },
     Refreshed {
         lifetime: Duration,
     },
     Done,
+}
+
+/// The error code for a relay the driver could not provide.
+fn alloc_error_code(e: &RelayAllocError) -> u16 {
+    match e {
+        RelayAllocError::FamilyUnsupported(_) => 440,
+        _ => {
+            tracing::warn!(error = %e, "no relay address for a TURN allocation");
+            508
+        }
+    }
 }
 
 fn reason_phrase(code: u16) -> &'static str {
@@ -186,11 +200,15 @@ impl TurnServer {
                 relay,
                 mapped,
                 lifetime,
+                reservation,
             } => {
                 builder
                     .add(&Attribute::XorRelayedAddress(relay))
                     .add(&Attribute::Lifetime(wire_seconds(lifetime)))
                     .add(&Attribute::XorMappedAddress(mapped));
+                if let Some(token) = reservation {
+                    builder.add(&Attribute::ReservationToken(token));
+                }
             }
             Granted::Refreshed { lifetime } => {
                 builder.add(&Attribute::Lifetime(wire_seconds(lifetime)));
@@ -259,14 +277,13 @@ impl TurnServer {
             Some(Ok(Attribute::EvenPort(reserve_next))) => Some(reserve_next),
             _ => None,
         };
-        let token = req.get(attr_type::RESERVATION_TOKEN).is_some();
-        if token && (even_port.is_some() || family.is_some()) {
+        let token = match req.get(attr_type::RESERVATION_TOKEN) {
+            Some(Ok(Attribute::ReservationToken(t))) => Some(t),
+            Some(_) => return Err(400),
+            None => None,
+        };
+        if token.is_some() && (even_port.is_some() || family.is_some()) {
             return Err(400);
-        }
-        // No reservations are kept, so no token can be valid and no
-        // reservation can be made.
-        if token || even_port == Some(true) {
-            return Err(508);
         }
         if self.per_user.get(&auth.user).copied().unwrap_or(0) >= self.config.user_quota {
             return Err(486);
@@ -275,15 +292,22 @@ impl TurnServer {
             return Err(508);
         }
         let family = family.unwrap_or(AddressFamily::V4);
-        let relay = match relays.allocate(family, even_port.is_some(), &link) {
-            Ok(relay) => relay,
-            Err(RelayAllocError::FamilyUnsupported(_)) => return Err(440),
-            Err(e) => {
-                tracing::warn!(error = %e, "no relay address for a TURN allocation");
-                return Err(508);
+        let (relay, reservation) = match (token, even_port) {
+            (Some(token), _) => (self.claim_reservation(now, token)?, None),
+            (None, Some(true)) => {
+                let (relay, token) = self.reserve_pair(now, family, link, relays)?;
+                (relay, Some(token))
+            }
+            (None, even) => {
+                let relay = relays
+                    .allocate(family, even.is_some(), &link)
+                    .map_err(|e| alloc_error_code(&e))?;
+                (relay, None)
             }
         };
-        if self.by_relay.contains_key(&relay) || family_of(relay) != family {
+        // A claimed reservation keeps the family it was made with.
+        let expected = token.is_none().then_some(family);
+        if self.by_relay.contains_key(&relay) || expected.is_some_and(|f| family_of(relay) != f) {
             tracing::warn!(%relay, "relay allocator returned an unusable address");
             return Err(508);
         }
@@ -304,7 +328,51 @@ impl TurnServer {
             relay,
             mapped: link.remote,
             lifetime,
+            reservation,
         })
+    }
+
+    /// RESERVATION-TOKEN: the reserved port, if the token is known and the
+    /// reservation still stands; 508 otherwise (RFC 8656 §7.2).
+    fn claim_reservation(&mut self, now: Instant, token: u64) -> Result<SocketAddr, u16> {
+        match self.reservations.remove(&token) {
+            Some(r) if r.expires > now => Ok(r.relay),
+            Some(r) => {
+                self.events
+                    .push_back(ServerEvent::ReservationEnded { relay: r.relay });
+                Err(508)
+            }
+            None => Err(508),
+        }
+    }
+
+    /// EVEN-PORT with R: an even port for this allocation, the next one
+    /// held under a fresh token.
+    fn reserve_pair(
+        &mut self,
+        now: Instant,
+        family: AddressFamily,
+        link: ClientLink,
+        relays: &mut dyn RelayAllocator,
+    ) -> Result<(SocketAddr, u64), u16> {
+        if self.reservations.len() >= self.config.total_allocations {
+            return Err(508);
+        }
+        let (relay, next) = relays
+            .allocate_even_pair(family, &link)
+            .map_err(|e| alloc_error_code(&e))?;
+        let mut token = self.rng.next_u64();
+        while self.reservations.contains_key(&token) {
+            token = self.rng.next_u64();
+        }
+        self.reservations.insert(
+            token,
+            Reservation {
+                relay: next,
+                expires: later(now, RESERVATION_LIFETIME),
+            },
+        );
+        Ok((relay, token))
     }
 
     /// The caller's live allocation, if the credentials are its owner's

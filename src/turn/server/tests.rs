@@ -82,6 +82,19 @@ impl RelayAllocator for FakeRelays {
             AddressFamily::V6 => SocketAddr::new("2001:db8::10".parse().unwrap(), port),
         })
     }
+
+    fn allocate_even_pair(
+        &mut self,
+        family: AddressFamily,
+        client: &ClientLink,
+    ) -> Result<(SocketAddr, SocketAddr), RelayAllocError> {
+        if self.handed_out % 2 == 1 {
+            self.handed_out += 1;
+        }
+        let even = self.allocate(family, true, client)?;
+        let next = self.allocate(family, false, client)?;
+        Ok((even, next))
+    }
 }
 
 /// Owned copy of a [`ServerOutput`], so the test can keep it.
@@ -587,19 +600,20 @@ fn allocate_attribute_errors() {
         class_and_code(&h.signed_request(link, ipv6)),
         (Class::Error, Some(440))
     );
-    let reserve = Req::allocate(4)
-        .attr(Attribute::EvenPort(true))
-        .signed(&nonce, Sign::Md5);
-    assert_eq!(
-        class_and_code(&h.signed_request(link, reserve)),
-        (Class::Error, Some(508))
-    );
-    let token = Req::allocate(5)
+    let unknown_token = Req::allocate(5)
         .attr(Attribute::ReservationToken(7))
         .signed(&nonce, Sign::Md5);
     assert_eq!(
-        class_and_code(&h.signed_request(link, token)),
+        class_and_code(&h.signed_request(link, unknown_token)),
         (Class::Error, Some(508))
+    );
+    let token_and_even_port = Req::allocate(4)
+        .attr(Attribute::ReservationToken(7))
+        .attr(Attribute::EvenPort(false))
+        .signed(&nonce, Sign::Md5);
+    assert_eq!(
+        class_and_code(&h.signed_request(link, token_and_even_port)),
+        (Class::Error, Some(400))
     );
     let unknown = Req::allocate(6)
         .attr(Attribute::Unknown {
@@ -856,25 +870,32 @@ fn channel_data_both_ways_with_exact_bytes() {
 }
 
 #[test]
-fn channel_data_to_a_tcp_client_is_padded() {
-    let mut h = Harness::new(config());
-    let link = tcp_link(40000);
-    let (relay, nonce) = h.alice(link);
-    assert_eq!(h.bind(link, &nonce, 7, 0x4FFF, peer_a()), None);
-    assert_eq!(
-        h.peer(relay, peer_a(), b"abcde"),
-        Out::Client {
-            link,
-            data: vec![0x4F, 0xFF, 0x00, 0x05, b'a', b'b', b'c', b'd', b'e', 0, 0, 0]
-        }
-    );
-    assert_eq!(
-        h.peer(relay, peer_a(), b"abcd"),
-        Out::Client {
-            link,
-            data: vec![0x4F, 0xFF, 0x00, 0x04, b'a', b'b', b'c', b'd']
-        }
-    );
+fn channel_data_to_a_stream_client_is_padded() {
+    for transport in [ClientTransport::Tcp, ClientTransport::Tls] {
+        let mut h = Harness::new(config());
+        let link = ClientLink {
+            transport,
+            ..tcp_link(40000)
+        };
+        let (relay, nonce) = h.alice(link);
+        assert_eq!(h.bind(link, &nonce, 7, 0x4FFF, peer_a()), None);
+        assert_eq!(
+            h.peer(relay, peer_a(), b"abcde"),
+            Out::Client {
+                link,
+                data: vec![0x4F, 0xFF, 0x00, 0x05, b'a', b'b', b'c', b'd', b'e', 0, 0, 0]
+            },
+            "{transport:?}"
+        );
+        assert_eq!(
+            h.peer(relay, peer_a(), b"abcd"),
+            Out::Client {
+                link,
+                data: vec![0x4F, 0xFF, 0x00, 0x04, b'a', b'b', b'c', b'd']
+            },
+            "{transport:?}"
+        );
+    }
 }
 
 #[test]
@@ -1166,4 +1187,100 @@ fn random_mutations_of_valid_requests_never_panic() {
     }
     // Worth its time only if many mutations get past decoding.
     assert!(answered > 200, "only {answered} answered");
+}
+
+/// Allocates with EVEN-PORT R=1 on `link`; returns (relay, token).
+fn reserve(h: &mut Harness, link: ClientLink) -> (SocketAddr, u64) {
+    let nonce = h.nonce(link);
+    let resp = h.signed_request(
+        link,
+        Req::allocate(1)
+            .attr(Attribute::EvenPort(true))
+            .signed(&nonce, Sign::Md5),
+    );
+    let msg = Message::decode(&resp).unwrap();
+    assert_eq!(msg.class(), Class::Success, "{:?}", msg.error_code());
+    let relay = msg.xor_relayed_address().unwrap();
+    let Some(Ok(Attribute::ReservationToken(token))) = msg.get(attr_type::RESERVATION_TOKEN) else {
+        panic!("no RESERVATION-TOKEN in the response");
+    };
+    (relay, token)
+}
+
+fn allocate_with_token(h: &mut Harness, link: ClientLink, token: u64) -> Result<SocketAddr, u16> {
+    let nonce = h.nonce(link);
+    let resp = h.signed_request(
+        link,
+        Req::allocate(2)
+            .attr(Attribute::ReservationToken(token))
+            .signed(&nonce, Sign::Md5),
+    );
+    let msg = Message::decode(&resp).unwrap();
+    match msg.class() {
+        Class::Success => Ok(msg.xor_relayed_address().unwrap()),
+        _ => Err(error_code(&msg).unwrap()),
+    }
+}
+
+#[test]
+fn even_port_with_r_reserves_the_next_port_for_its_token() {
+    let mut h = Harness::new(config());
+    let (rtp, token) = reserve(&mut h, udp_link(40000));
+    assert_eq!(rtp.port() % 2, 0, "{rtp}");
+    // Another client (RTCP's socket) claims the reserved port with the token.
+    let rtcp = allocate_with_token(&mut h, udp_link(40001), token).unwrap();
+    assert_eq!(rtcp, SocketAddr::new(rtp.ip(), rtp.port() + 1));
+    // A token is good once.
+    assert_eq!(
+        allocate_with_token(&mut h, udp_link(40002), token),
+        Err(508)
+    );
+    assert_eq!(h.server.allocation_count(), 2);
+    let created = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, ServerEvent::AllocationCreated { .. }))
+        .count();
+    assert_eq!(created, 2);
+    // No reservation is left to expire.
+    h.advance(RESERVATION_LIFETIME.as_secs() + 1);
+    assert!(!h
+        .events()
+        .iter()
+        .any(|e| matches!(e, ServerEvent::ReservationEnded { .. })));
+}
+
+#[test]
+fn an_unclaimed_reservation_ends_after_30_s() {
+    let mut h = Harness::new(config());
+    let (rtp, token) = reserve(&mut h, udp_link(40000));
+    let reserved = SocketAddr::new(rtp.ip(), rtp.port() + 1);
+    let _ = h.events();
+    // The reservation is on the clock: poll_timeout is no later than its end.
+    let at = h.server.poll_timeout().unwrap();
+    assert!(at <= h.now + RESERVATION_LIFETIME);
+    h.advance(RESERVATION_LIFETIME.as_secs() - 1);
+    assert!(h.events().is_empty());
+    h.advance(2);
+    assert_eq!(
+        h.events(),
+        vec![ServerEvent::ReservationEnded { relay: reserved }]
+    );
+    assert_eq!(
+        allocate_with_token(&mut h, udp_link(40001), token),
+        Err(508)
+    );
+}
+
+#[test]
+fn shutdown_ends_reservations_too() {
+    let mut h = Harness::new(config());
+    let (rtp, _) = reserve(&mut h, udp_link(40000));
+    let _ = h.events();
+    h.server.shutdown();
+    let events = h.events();
+    assert!(events.contains(&ServerEvent::ReservationEnded {
+        relay: SocketAddr::new(rtp.ip(), rtp.port() + 1)
+    }));
+    assert_eq!(h.server.poll_timeout(), None);
 }
