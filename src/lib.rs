@@ -9,5 +9,6 @@ pub mod ice;
 pub mod net;
 pub mod server;
 pub mod sim;
+pub mod sip;
 pub mod stun;
 pub mod turn;
