@@ -75,6 +75,14 @@ pub enum Command {
         #[arg(long, default_value_t = 5349)]
         tls_port: u16,
     },
+    /// Register a SIP account, keep it registered until Ctrl-C or SIGTERM, then unregister.
+    Register {
+        #[command(flatten)]
+        account: super::account::AccountArgs,
+        /// Seconds the first registration may take before giving up.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -272,6 +280,13 @@ pub fn run() -> ExitCode {
                         ExitCode::from(2)
                     }
                 }
+            }
+            Command::Register { account, timeout } => {
+                super::register::run(super::register::RegisterArgs {
+                    account,
+                    timeout: Duration::from_secs(timeout),
+                })
+                .await
             }
             Command::TurnProbe {
                 turn,

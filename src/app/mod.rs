@@ -4,10 +4,12 @@
 //! exit codes. Must not touch: protocol logic (the cores) or socket
 //! handling beyond asking `net` for it.
 
+pub mod account;
 pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod nat_check;
+pub mod register;
 pub mod server_addr;
 pub mod turn_probe;
 

@@ -7,6 +7,8 @@
 //! Must not touch: protocol decisions — those live in the cores.
 
 pub mod interfaces;
+pub mod sip_transport;
+pub mod sip_ua;
 pub mod tls;
 pub mod turn_link;
 
@@ -207,6 +209,29 @@ async fn flush(
     }
     while let Some(e) = agent.poll_event() {
         let _ = events.send(e);
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM: how every long-running command ends.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -733,30 +733,8 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
             ""
         }
     );
-    wait_for_shutdown_signal().await;
+    crate::net::shutdown_signal().await;
     server.shutdown();
     println!("icephone serve: stopped");
     Ok(())
-}
-
-async fn wait_for_shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -45,11 +45,13 @@ pub fn json(out: &Output) -> serde_json::Value {
 }
 
 pub fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join(name))
-            .find(|p| p.is_file())
-    })
+    // Daemons such as kamailio live in /usr/sbin, which a non-root PATH
+    // may lack.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|p| p.join(name))
+        .find(|p| p.is_file())
 }
 
 /// A peer program the test needs: present, or the test is skipped — but
@@ -75,9 +77,15 @@ pub struct Background {
 
 impl Background {
     pub fn spawn(cmd: &mut Command) -> Self {
+        Self::spawn_with_stderr(cmd, Stdio::piped())
+    }
+
+    /// As [`Self::spawn`], with stderr going to `stderr` — a file, for a
+    /// chatty server whose log would fill an unread pipe and stall it.
+    pub fn spawn_with_stderr(cmd: &mut Command, stderr: impl Into<Stdio>) -> Self {
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("spawn background process");
         let stdout = child.stdout.take().expect("stdout");
@@ -110,7 +118,16 @@ impl Background {
     }
 
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns stderr.
-    pub fn terminate(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+    pub fn terminate(self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let (status, stderr, _) = self.terminate_with_output(limit);
+        (status, stderr)
+    }
+
+    /// As [`Self::terminate`], also returning the stdout lines not yet read.
+    pub fn terminate_with_output(
+        mut self,
+        limit: Duration,
+    ) -> (std::process::ExitStatus, String, Vec<String>) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + limit;
@@ -120,7 +137,13 @@ impl Background {
                 if let Some(mut e) = self.child.stderr.take() {
                     let _ = std::io::Read::read_to_string(&mut e, &mut err);
                 }
-                return (status, err);
+                // The reader thread ends at EOF, which has come.
+                let lines = self
+                    .lines
+                    .take()
+                    .map(|rx| rx.iter().collect())
+                    .unwrap_or_default();
+                return (status, err, lines);
             }
             assert!(
                 Instant::now() < deadline,

@@ -1,0 +1,200 @@
+//! The account flags every subcommand that uses a SIP account shares, and
+//! turning them into a registration: URIs checked, the next hop resolved,
+//! our local address found.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Args;
+use thiserror::Error;
+
+use crate::sip::digest::DigestCredentials;
+use crate::sip::registration::RegistrationConfig;
+use crate::sip::ua::UaConfig;
+use crate::sip::uri::{Scheme, Uri};
+use crate::sip::{Target, Transport};
+
+#[derive(Args, Clone, Debug)]
+pub struct AccountArgs {
+    /// Address of record: sip:USER@DOMAIN.
+    #[arg(long)]
+    pub aor: String,
+    /// Password for digest authentication.
+    #[arg(long, env = "ICEPHONE_PASSWORD", hide_env_values = true)]
+    pub password: String,
+    /// Authentication user name, when it differs from the AOR's user.
+    #[arg(long)]
+    pub auth_user: Option<String>,
+    /// Registrar: sip:HOST[:PORT][;transport=udp|tcp]; the AOR's domain by default.
+    #[arg(long)]
+    pub registrar: Option<String>,
+    /// Send every request through this proxy: sip:HOST[:PORT][;transport=udp|tcp].
+    #[arg(long)]
+    pub outbound_proxy: Option<String>,
+    /// Registration lifetime to ask for, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub expires: u32,
+    /// Local SIP port (UDP and TCP); 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub sip_port: u16,
+}
+
+#[derive(Debug, Error)]
+pub enum AccountError {
+    #[error("--{flag}: {reason}")]
+    BadUri { flag: &'static str, reason: String },
+    #[error("--aor must name a user: sip:USER@DOMAIN")]
+    NoUser,
+    #[error("--{flag}: transport {0:?} is not supported (udp or tcp)", .transport)]
+    Transport {
+        flag: &'static str,
+        transport: String,
+    },
+    #[error("cannot resolve {host}: {reason}")]
+    Resolve { host: String, reason: String },
+    #[error("--expires must be at least 1 second")]
+    Expires,
+}
+
+/// The next hop of an account: the URI's host resolved (A/AAAA records;
+/// no NAPTR/SRV lookups), its port (5060 by default), its transport.
+pub async fn resolve_hop(uri: &Uri, flag: &'static str) -> Result<Target, AccountError> {
+    let transport = match uri.transport() {
+        None => Transport::Udp,
+        Some(t) => match Transport::parse(t) {
+            Some(t @ (Transport::Udp | Transport::Tcp)) => t,
+            _ => {
+                return Err(AccountError::Transport {
+                    flag,
+                    transport: t.to_owned(),
+                })
+            }
+        },
+    };
+    let port = uri.port.unwrap_or(5060);
+    let host = uri.host.to_string();
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let resolved = tokio::net::lookup_host((bare.as_str(), port))
+        .await
+        .map_err(|e| AccountError::Resolve {
+            host: host.clone(),
+            reason: e.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| AccountError::Resolve {
+            host: host.clone(),
+            reason: "no address".into(),
+        })?;
+    Ok(Target {
+        transport,
+        addr: resolved,
+    })
+}
+
+pub fn parse_sip_uri(input: &str, flag: &'static str) -> Result<Uri, AccountError> {
+    let uri: Uri = input.trim().parse().map_err(|e| AccountError::BadUri {
+        flag,
+        reason: format!("{e} (expected sip:…)"),
+    })?;
+    if !matches!(uri.scheme, Scheme::Sip) {
+        return Err(AccountError::BadUri {
+            flag,
+            reason: format!("{input:?} is not a sip: URI (sips: is not supported yet)"),
+        });
+    }
+    Ok(uri)
+}
+
+/// The local address that routes to `to` (no packet is sent).
+pub fn local_ip_towards(to: SocketAddr) -> std::io::Result<IpAddr> {
+    let any: SocketAddr = if to.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let probe = std::net::UdpSocket::bind(any)?;
+    probe.connect(to)?;
+    Ok(probe.local_addr()?.ip())
+}
+
+/// Everything the UA needs, but the local port (known once bound).
+pub struct Account {
+    pub aor: Uri,
+    pub registrar: Uri,
+    pub route: Option<Uri>,
+    pub next_hop: Target,
+    pub credentials: DigestCredentials,
+    pub expires: u32,
+}
+
+impl AccountArgs {
+    pub async fn resolve(&self) -> Result<Account, AccountError> {
+        let aor = parse_sip_uri(&self.aor, "aor")?;
+        let user = aor.user.clone().ok_or(AccountError::NoUser)?;
+        if self.expires == 0 {
+            return Err(AccountError::Expires);
+        }
+        let registrar = match &self.registrar {
+            Some(r) => parse_sip_uri(r, "registrar")?,
+            None => {
+                let mut r = aor.clone();
+                r.user = None;
+                r.password = None;
+                r.params.clear();
+                r.headers.clear();
+                r
+            }
+        };
+        let (route, next_hop) = match &self.outbound_proxy {
+            Some(p) => {
+                let mut proxy = parse_sip_uri(p, "outbound-proxy")?;
+                let hop = resolve_hop(&proxy, "outbound-proxy").await?;
+                proxy.set_param("lr", None);
+                (Some(proxy), hop)
+            }
+            None => (None, resolve_hop(&registrar, "registrar").await?),
+        };
+        Ok(Account {
+            credentials: DigestCredentials {
+                username: self.auth_user.clone().unwrap_or(user),
+                password: self.password.clone(),
+            },
+            aor,
+            registrar,
+            route,
+            next_hop,
+            expires: self.expires,
+        })
+    }
+}
+
+impl Account {
+    /// The UA configuration for a UA whose sockets are at `local`.
+    pub fn ua_config(&self, local: SocketAddr) -> UaConfig {
+        UaConfig {
+            registration: RegistrationConfig {
+                aor: self.aor.clone(),
+                registrar: self.registrar.clone(),
+                route: self.route.clone(),
+                credentials: self.credentials.clone(),
+                expires: self.expires,
+                transport: self.next_hop.transport,
+                local,
+                fix_contact: true,
+                user_agent: concat!("icephone/", env!("CARGO_PKG_VERSION")).to_owned(),
+            },
+            next_hop: self.next_hop,
+            keepalive: Some(Duration::from_secs(
+                if self.next_hop.transport.is_reliable() {
+                    30
+                } else {
+                    25
+                },
+            )),
+            timers: Default::default(),
+        }
+    }
+}

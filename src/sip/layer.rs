@@ -1,0 +1,357 @@
+//! The transaction layer (RFC 3261 §17.1.3, §17.2.3): matches each message
+//! to its transaction, keeps the transactions' timers, builds the ACK for an
+//! INVITE failure, and routes responses back per §18.2.2 and RFC 3581.
+//!
+//! Above it the transaction user (`sip::ua`) sees only what is new: fresh
+//! requests, responses that matter, ACKs for 2xx, and timeouts.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::message::{Method, Request, Response};
+use super::transaction::{
+    ClientEvent, ClientTransaction, ResponseVerdict, ServerEvent, ServerTransaction, SipTimers,
+    TransactionKind,
+};
+use super::{Target, Transmit};
+
+/// RFC 3261 §8.1.1.7: a branch that starts so was made by a 3261 element.
+pub const BRANCH_MAGIC: &str = "z9hG4bK";
+
+/// A client transaction: its branch and the method of its CSeq (a CANCEL
+/// shares the INVITE's branch but is a transaction of its own).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClientId {
+    pub branch: String,
+    pub method: Method,
+}
+
+/// A server transaction: branch, the top Via's sent-by, and the method
+/// (ACK counts as INVITE).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerId {
+    pub branch: String,
+    pub sent_by: String,
+    pub method: Method,
+}
+
+#[derive(Debug)]
+pub enum LayerEvent {
+    /// A response the transaction user must see.
+    Response(ClientId, Response),
+    /// Timer B/F, or the transport failed: treat as 408.
+    ClientTimedOut(ClientId),
+    /// A new request: answer it with [`TransactionLayer::respond`].
+    Request(ServerId, Request, Target),
+    /// An ACK that matched no server transaction: the ACK for a 2xx, which
+    /// belongs to a dialog.
+    Ack(Request, Target),
+    /// A 2xx or failure to an INVITE was never ACKed.
+    ServerNoAck(ServerId),
+}
+
+struct ClientEntry {
+    tx: ClientTransaction,
+    target: Target,
+    request: Request,
+}
+
+struct ServerEntry {
+    tx: ServerTransaction,
+    target: Target,
+}
+
+/// Why a message was dropped, for the caller's counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// A response no transaction of ours sent.
+    UnmatchedResponse,
+    /// A request whose top Via has no branch: cannot be matched safely.
+    NoBranch,
+}
+
+pub struct TransactionLayer {
+    timers: SipTimers,
+    clients: HashMap<ClientId, ClientEntry>,
+    servers: HashMap<ServerId, ServerEntry>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<LayerEvent>,
+}
+
+impl TransactionLayer {
+    pub fn new(timers: SipTimers) -> Self {
+        TransactionLayer {
+            timers,
+            clients: HashMap::new(),
+            servers: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn timers(&self) -> SipTimers {
+        self.timers
+    }
+
+    /// Starts a client transaction for `request`, whose top Via carries a
+    /// fresh branch. ACK is not a transaction: use [`Self::send_stateless`].
+    pub fn send_request(&mut self, now: Instant, target: Target, request: Request) -> ClientId {
+        let branch = request
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_owned))
+            .unwrap_or_default();
+        let id = ClientId {
+            branch,
+            method: request.method.clone(),
+        };
+        let kind = match request.method {
+            Method::Invite => TransactionKind::Invite,
+            _ => TransactionKind::NonInvite,
+        };
+        let tx = ClientTransaction::new(
+            now,
+            kind,
+            target.transport.is_reliable(),
+            self.timers,
+            request.to_bytes(),
+        );
+        self.clients.insert(
+            id.clone(),
+            ClientEntry {
+                tx,
+                target,
+                request,
+            },
+        );
+        self.flush();
+        id
+    }
+
+    /// Sends a message outside any transaction (an ACK for a 2xx, a
+    /// response to a stray request).
+    pub fn send_stateless(&mut self, target: Target, bytes: Vec<u8>) {
+        self.transmits.push_back(Transmit { target, bytes });
+    }
+
+    pub fn handle_response(&mut self, now: Instant, response: Response) -> Result<(), Dropped> {
+        let id = response
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_owned))
+            .zip(response.cseq().ok().map(|c| c.method))
+            .map(|(branch, method)| ClientId { branch, method })
+            .ok_or(Dropped::UnmatchedResponse)?;
+        let entry = self
+            .clients
+            .get_mut(&id)
+            .ok_or(Dropped::UnmatchedResponse)?;
+        match entry.tx.handle_response(now, response.code) {
+            ResponseVerdict::Deliver => self.events.push_back(LayerEvent::Response(id, response)),
+            ResponseVerdict::DeliverAndAck => {
+                let ack = ack_for_failure(&entry.request, &response);
+                entry.tx.send_ack(ack.to_bytes());
+                self.events.push_back(LayerEvent::Response(id, response));
+            }
+            ResponseVerdict::Absorb => {}
+        }
+        self.flush();
+        Ok(())
+    }
+
+    /// A request from `source`. New requests, and ACKs for 2xx, come out as
+    /// events; retransmissions are answered here.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        source: Target,
+        request: Request,
+    ) -> Result<(), Dropped> {
+        let via = request.top_via().map_err(|_| Dropped::NoBranch)?;
+        let branch = via
+            .branch()
+            .filter(|b| b.starts_with(BRANCH_MAGIC))
+            .ok_or(Dropped::NoBranch)?
+            .to_owned();
+        let method = match request.method {
+            Method::Ack => Method::Invite,
+            ref m => m.clone(),
+        };
+        let id = ServerId {
+            branch,
+            sent_by: via.sent_by(),
+            method,
+        };
+        if let Some(entry) = self.servers.get_mut(&id) {
+            if request.method == Method::Ack {
+                entry.tx.handle_ack(now);
+            } else {
+                entry.tx.handle_retransmission();
+            }
+            self.flush();
+            return Ok(());
+        }
+        if request.method == Method::Ack {
+            self.events.push_back(LayerEvent::Ack(request, source));
+            return Ok(());
+        }
+        let kind = match request.method {
+            Method::Invite => TransactionKind::Invite,
+            _ => TransactionKind::NonInvite,
+        };
+        let target = response_target(source, &request);
+        let tx = ServerTransaction::new(kind, source.transport.is_reliable(), self.timers);
+        self.servers.insert(id.clone(), ServerEntry { tx, target });
+        self.events
+            .push_back(LayerEvent::Request(id, request, source));
+        Ok(())
+    }
+
+    /// The transaction user's response to the request of `id`; false when
+    /// that transaction is gone or already answered finally.
+    pub fn respond(&mut self, now: Instant, id: &ServerId, response: &Response) -> bool {
+        let Some(entry) = self.servers.get_mut(id) else {
+            return false;
+        };
+        let sent = entry.tx.respond(now, response.code, response.to_bytes());
+        self.flush();
+        sent
+    }
+
+    /// The dialog matched an ACK to the 2xx of the INVITE transaction whose
+    /// CSeq and Call-ID it knows: stop retransmitting that 2xx.
+    pub fn ack_2xx(&mut self, now: Instant, id: &ServerId) {
+        if let Some(entry) = self.servers.get_mut(id) {
+            entry.tx.handle_ack(now);
+        }
+    }
+
+    /// Sending to `target` failed: every transaction using it times out.
+    pub fn transport_error(&mut self, target: Target) {
+        for entry in self.clients.values_mut().filter(|e| e.target == target) {
+            entry.tx.transport_error();
+        }
+        for entry in self.servers.values_mut().filter(|e| e.target == target) {
+            entry.tx.transport_error();
+        }
+        self.flush();
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for entry in self.clients.values_mut() {
+            if entry.tx.poll_timeout().is_some_and(|t| t <= now) {
+                entry.tx.handle_timeout(now);
+            }
+        }
+        for entry in self.servers.values_mut() {
+            if entry.tx.poll_timeout().is_some_and(|t| t <= now) {
+                entry.tx.handle_timeout(now);
+            }
+        }
+        self.flush();
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let clients = self.clients.values().filter_map(|e| e.tx.poll_timeout());
+        let servers = self.servers.values().filter_map(|e| e.tx.poll_timeout());
+        clients.chain(servers).min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<LayerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Transactions alive (for tests and counters).
+    pub fn len(&self) -> usize {
+        self.clients.len() + self.servers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves what the transactions want sent and said into the layer's
+    /// queues, and forgets terminated transactions.
+    fn flush(&mut self) {
+        for (id, entry) in self.clients.iter_mut() {
+            while let Some(bytes) = entry.tx.poll_transmit() {
+                self.transmits.push_back(Transmit {
+                    target: entry.target,
+                    bytes,
+                });
+            }
+            while let Some(event) = entry.tx.poll_event() {
+                if event == ClientEvent::TimedOut {
+                    self.events
+                        .push_back(LayerEvent::ClientTimedOut(id.clone()));
+                }
+            }
+        }
+        for (id, entry) in self.servers.iter_mut() {
+            while let Some(bytes) = entry.tx.poll_transmit() {
+                self.transmits.push_back(Transmit {
+                    target: entry.target,
+                    bytes,
+                });
+            }
+            while let Some(event) = entry.tx.poll_event() {
+                if event == ServerEvent::NoAck {
+                    self.events.push_back(LayerEvent::ServerNoAck(id.clone()));
+                }
+            }
+        }
+        self.clients.retain(|_, e| !e.tx.is_terminated());
+        self.servers.retain(|_, e| !e.tx.is_terminated());
+    }
+}
+
+/// Where responses to `request` go (RFC 3261 §18.2.2 with RFC 3581): over a
+/// stream, back on the connection; over UDP, to the source address — the
+/// `received` address with the `rport` port when the client asked for it,
+/// else the Via's sent-by port.
+pub fn response_target(source: Target, request: &Request) -> Target {
+    if source.transport.is_reliable() {
+        return source;
+    }
+    let port = match request.top_via() {
+        Ok(via) if via.rport().is_some() => source.addr.port(),
+        Ok(via) => via.port.unwrap_or(5060),
+        Err(_) => source.addr.port(),
+    };
+    Target {
+        transport: source.transport,
+        addr: SocketAddr::new(source.addr.ip(), port),
+    }
+}
+
+/// The ACK for a non-2xx final response (§17.1.1.3): the INVITE's
+/// Request-URI, Call-ID, From, top Via and Route, the response's To (with
+/// its tag), CSeq number with method ACK, no body.
+pub fn ack_for_failure(invite: &Request, response: &Response) -> Request {
+    let mut ack = Request::new(Method::Ack, invite.uri.clone());
+    let first = |name: &str| invite.headers.get(name).map(str::to_owned);
+    // Only the top hop.
+    if let Some(via) = invite.headers.get_all("Via").first() {
+        ack.headers.push("Via", via);
+    }
+    for name in ["Max-Forwards", "From", "Call-ID"] {
+        if let Some(v) = first(name) {
+            ack.headers.push(name, &v);
+        }
+    }
+    if let Some(to) = response.headers.get("To") {
+        ack.headers.push("To", to);
+    }
+    if let Ok(cseq) = invite.cseq() {
+        ack.headers.push("CSeq", format!("{} ACK", cseq.seq));
+    }
+    for route in invite.headers.get_all("Route") {
+        ack.headers.push("Route", route);
+    }
+    ack
+}

@@ -1,0 +1,355 @@
+//! Ring 2: `icephone register` against Kamailio (the Debian package), run
+//! on loopback from `tests/kamailio/kamailio.cfg`, and a running UA fed
+//! malformed SIP. Every process is killed by PID when its guard drops.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{icephone, require, Background};
+
+const REALM: &str = "icephone.test";
+
+struct Kamailio {
+    _process: Background,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Kamailio {
+    /// Kamailio on 127.0.0.1, UDP and TCP on one free port, with alice,
+    /// bob and carol; ready once it answers OPTIONS.
+    fn start(test: &str) -> Option<Kamailio> {
+        let kamailio = require("kamailio", test)?;
+        let dir = std::env::temp_dir().join(format!("icephone-kam-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/kamailio.cfg");
+        let port = free_udp_and_tcp_port();
+        let mut cmd = Command::new(kamailio);
+        cmd.arg("-f")
+            .arg(&cfg)
+            .args(["-DD", "-E", "-n", "1", "-m", "32", "-M", "4", "-Y"])
+            .arg(&dir)
+            .arg("-P")
+            .arg(dir.join("kamailio.pid"))
+            .args(["-A", "SIP_IP=127.0.0.1", "-A", &format!("SIP_PORT={port}")])
+            .args(["-A", &format!("REALM=\"{REALM}\"")])
+            .args([
+                "-A",
+                "USERS=\"alice=Alice-pw1;bob=Bob-pw2;carol=Carol-pw3\"",
+            ]);
+        let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
+        let process = Background::spawn_with_stderr(&mut cmd, log);
+        let k = Kamailio {
+            _process: process,
+            port,
+            dir,
+        };
+        k.wait_ready();
+        Some(k)
+    }
+
+    fn wait_ready(&self) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            let uri = format!("sip:127.0.0.1:{}", self.port);
+            let options = options_request(sock.local_addr().unwrap().port(), &uri);
+            sock.send_to(options.as_bytes(), ("127.0.0.1", self.port))
+                .unwrap();
+            if let Ok(n) = sock.recv(&mut buf) {
+                if buf[..n].starts_with(b"SIP/2.0 200") {
+                    return;
+                }
+            }
+        }
+        panic!("kamailio did not answer OPTIONS on port {}", self.port);
+    }
+
+    /// `kamcmd ul.lookup location USER`, as text.
+    fn location(&self, user: &str) -> String {
+        let socket = format!("unix:{}", self.dir.join("kamailio_ctl").display());
+        let kamcmd = require("kamcmd", "location").expect("kamcmd comes with kamailio");
+        let out = Command::new(kamcmd)
+            .args(["-s", &socket, "ul.lookup", "location", user])
+            .output()
+            .expect("run kamcmd");
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    fn registrar(&self, transport: &str) -> String {
+        format!("sip:127.0.0.1:{};transport={transport}", self.port)
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_udp_and_tcp_port() -> u16 {
+    for _ in 0..50 {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free on both UDP and TCP");
+}
+
+fn options_request(local_port: u16, uri: &str) -> String {
+    format!(
+        "OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{n}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@127.0.0.1>;tag=p{n}\r\nTo: <{uri}>\r\n\
+         Call-ID: probe-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        n = Instant::now().elapsed().as_nanos() ^ u128::from(local_port)
+    )
+}
+
+fn register_cmd(aor: &str, password: &str, registrar: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
+    cmd.args(["--log", "icephone=debug", "register", "--aor", aor])
+        .args(["--password", password, "--registrar", registrar])
+        .args(extra);
+    cmd
+}
+
+/// "registered sip:… contact=sip:alice@127.0.0.1:PORT;… expires=N"
+fn contact_port(line: &str) -> u16 {
+    let contact = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("contact="))
+        .unwrap_or_else(|| panic!("no contact in {line:?}"));
+    let hostport = contact.split(';').next().unwrap();
+    hostport.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn register_refresh_and_unregister_against_kamailio_over_udp_and_tcp() {
+    let Some(kam) = Kamailio::start("register") else {
+        return;
+    };
+    for transport in ["udp", "tcp"] {
+        let aor = format!("sip:alice@{REALM}");
+        // 5 s: the registrar's minimum, so a refresh comes within the test.
+        let mut ua = Background::spawn(&mut register_cmd(
+            &aor,
+            "Alice-pw1",
+            &kam.registrar(transport),
+            &["--expires", "5"],
+        ));
+        let line = ua.wait_line("registered ", Duration::from_secs(10));
+        assert!(line.contains("expires=5"), "{line}");
+        let port = contact_port(&line);
+        let location = kam.location("alice");
+        assert!(
+            location.contains(&format!("Address: sip:alice@127.0.0.1:{port}")),
+            "{transport}: our contact is not in Kamailio's location table: {location}"
+        );
+        // Refreshed before it expires (4.5 s in), so it never drops out.
+        let refreshed = ua.wait_line("refreshed ", Duration::from_secs(8));
+        assert!(refreshed.contains("expires=5"), "{refreshed}");
+        assert!(kam.location("alice").contains("Address:"));
+
+        let (status, stderr, lines) = ua.terminate_with_output(Duration::from_secs(10));
+        assert!(status.success(), "{transport}: {stderr}");
+        assert!(
+            lines.iter().any(|l| l.starts_with("unregistered ")),
+            "{lines:?}"
+        );
+        let location = kam.location("alice");
+        assert!(
+            location.contains("AOR not found"),
+            "{transport}: still registered after unregister: {location}"
+        );
+        assert!(
+            !stderr.contains("Alice-pw1"),
+            "the password reached the log"
+        );
+    }
+}
+
+#[test]
+fn wrong_password_and_unreachable_registrars_fail_fast_with_one_clear_line() {
+    let Some(kam) = Kamailio::start("failures") else {
+        return;
+    };
+    let aor = format!("sip:bob@{REALM}");
+    let start = Instant::now();
+    let out = register_cmd(&aor, "not-bobs", &kam.registrar("udp"), &[])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("wrong username or password"), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(!err.contains("not-bobs"), "the password reached the log");
+
+    // Nothing listens: UDP is silent (bounded by --timeout), TCP refuses.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (out, took) = icephone(
+        &[
+            "register",
+            "--aor",
+            &aor,
+            "--password",
+            "x",
+            "--timeout",
+            "2",
+            "--registrar",
+            &format!("sip:127.0.0.1:{port}"),
+        ],
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("did not answer within 2 s"), "{err}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    drop(silent);
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (out, took) = icephone(
+        &[
+            "register",
+            "--aor",
+            &aor,
+            "--password",
+            "x",
+            "--registrar",
+            &format!("sip:127.0.0.1:{port};transport=tcp"),
+        ],
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot reach the registrar") && err.contains("refused"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Bad input: one line naming the flag.
+    for (args, needle) in [
+        (vec!["--aor", "alice@example.org"], "--aor"),
+        (vec!["--aor", "sip:example.org"], "must name a user"),
+        (
+            vec![
+                "--aor",
+                "sip:a@b",
+                "--registrar",
+                "sip:127.0.0.1;transport=sctp",
+            ],
+            "transport",
+        ),
+        (
+            vec![
+                "--aor",
+                "sip:a@b",
+                "--registrar",
+                "sip:no-such-host.invalid",
+            ],
+            "cannot resolve",
+        ),
+    ] {
+        let mut full = vec!["register", "--password", "x", "--timeout", "2"];
+        full.extend(args);
+        let (out, _) = icephone(&full, Duration::from_secs(30));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{full:?}: {err}");
+        assert!(err.contains(needle), "{full:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{full:?}: {err}");
+    }
+}
+
+#[test]
+fn a_registered_ua_answers_hostile_sip_with_400_or_silence_and_keeps_serving() {
+    let Some(kam) = Kamailio::start("hostile") else {
+        return;
+    };
+    let mut ua = Background::spawn(&mut register_cmd(
+        &format!("sip:carol@{REALM}"),
+        "Carol-pw3",
+        &kam.registrar("udp"),
+        &[],
+    ));
+    let line = ua.wait_line("registered ", Duration::from_secs(10));
+    let port = contact_port(&line);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let me = sock.local_addr().unwrap().port();
+    let via = format!("Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKhostile;rport");
+    let huge = "X-Big: ".to_owned() + &"a".repeat(70_000);
+    // (message, expected status line prefix or None for silence)
+    let corpus: Vec<(String, Option<&str>)> = vec![
+        ("\u{0}\u{1}garbage\r\n\r\n".into(), None),
+        ("INVITE\r\n\r\n".into(), None),
+        ("OPTIONS sip:carol@127.0.0.1 SIP/3.0\r\n\r\n".into(), None),
+        (
+            format!("OPTIONS sip:carol@127.0.0.1 SIP/2.0\r\n{via}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"),
+            Some("SIP/2.0 400"),
+        ),
+        (
+            format!("OPTIONS sip:carol@127.0.0.1 SIP/2.0\r\n{via}\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:carol@127.0.0.1>\r\nCall-ID: h1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 999\r\n\r\n"),
+            None,
+        ),
+        (
+            format!("FOO sip:carol@127.0.0.1 SIP/2.0\r\n{via}1\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:carol@127.0.0.1>\r\nCall-ID: h2\r\nCSeq: 1 FOO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"),
+            Some("SIP/2.0 501"),
+        ),
+        (
+            format!("MESSAGE sip:carol@127.0.0.1 SIP/2.0\r\n{via}2\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:carol@127.0.0.1>\r\nCall-ID: h3\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"),
+            Some("SIP/2.0 405"),
+        ),
+        (
+            format!("BYE sip:carol@127.0.0.1 SIP/2.0\r\n{via}3\r\nFrom: <sip:x@y>;tag=1\r\nTo: <sip:carol@127.0.0.1>;tag=2\r\nCall-ID: h4\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"),
+            Some("SIP/2.0 481"),
+        ),
+        (format!("OPTIONS sip:carol@127.0.0.1 SIP/2.0\r\n{via}4\r\n{huge}\r\n\r\n"), None),
+        ("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKnobody\r\nContent-Length: 0\r\n\r\n".into(), None),
+    ];
+    let mut buf = vec![0u8; 65_536];
+    for (message, expect) in &corpus {
+        // A datagram over 64 KiB cannot be sent: that one goes truncated.
+        let bytes = &message.as_bytes()[..message.len().min(65_000)];
+        sock.send_to(bytes, ("127.0.0.1", port)).unwrap();
+        let answer = sock
+            .recv(&mut buf)
+            .ok()
+            .map(|n| String::from_utf8_lossy(&buf[..n]).to_string());
+        match (expect, &answer) {
+            (Some(prefix), Some(a)) => {
+                assert!(a.starts_with(prefix), "{message:.80?} got {a:.200}")
+            }
+            (Some(prefix), None) => panic!("{message:.80?}: no answer, expected {prefix}"),
+            (None, Some(a)) => panic!("{message:.80?}: expected silence, got {a:.200}"),
+            (None, None) => {}
+        }
+    }
+    // Still serving: a well-formed OPTIONS gets 200 with Allow.
+    sock.send_to(
+        options_request(me, "sip:carol@127.0.0.1").as_bytes(),
+        ("127.0.0.1", port),
+    )
+    .unwrap();
+    let n = sock.recv(&mut buf).expect("the UA stopped answering");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    assert!(
+        answer.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"),
+        "{answer}"
+    );
+    let (status, stderr) = ua.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+}
