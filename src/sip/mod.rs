@@ -11,6 +11,7 @@
 //! Content-Length (shared/notes/dependencies.md); each of those has a test
 //! in `message`/`headers`/`uri`/`framing`.
 
+pub mod authenticator;
 pub mod digest;
 pub mod framing;
 pub mod headers;

@@ -14,13 +14,12 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use thiserror::Error;
 
-use super::digest::{DigestChallenge, DigestCredentials, DigestResponse};
+use super::authenticator::{AuthFailure, Authenticator};
+use super::digest::DigestCredentials;
 use super::message::{Method, Request, Response};
 use super::uri::{Host, Uri};
 use super::{random_hex, Transport};
 
-/// Consecutive challenges answered without success before giving up.
-const MAX_CHALLENGES: u32 = 2;
 /// Back-off after a failure: 30 s doubling to 30 min (RFC 5626 §4.5's
 /// base and cap), each drawn between half and all of that.
 const BACKOFF_BASE: Duration = Duration::from_secs(30);
@@ -116,14 +115,6 @@ pub enum RegistrationState {
     Unregistered,
 }
 
-/// A cached challenge and how often its nonce was used.
-struct Auth {
-    challenge: DigestChallenge,
-    /// `Authorization` (401) or `Proxy-Authorization` (407).
-    proxy: bool,
-    nc: u32,
-}
-
 pub struct Registration {
     config: RegistrationConfig,
     state: RegistrationState,
@@ -134,8 +125,7 @@ pub struct Registration {
     /// A contact replaced by a NAT fix, removed with the next REGISTER.
     stale_contact: Option<Uri>,
     expires: u32,
-    auth: Option<Auth>,
-    challenges: u32,
+    auth: Authenticator,
     failures: u32,
     /// When to send the next REGISTER (refresh or retry).
     next_register: Option<Instant>,
@@ -151,8 +141,7 @@ impl Registration {
             expires: config.expires,
             contact,
             stale_contact: None,
-            auth: None,
-            challenges: 0,
+            auth: Authenticator::new(config.credentials.clone()),
             failures: 0,
             next_register: None,
             state: RegistrationState::Idle,
@@ -248,7 +237,9 @@ impl Registration {
                 let error = match code {
                     // After our credentials, a 403 is how many registrars
                     // (Kamailio among them) say the password is wrong.
-                    403 if self.auth.is_some() => RegistrationError::Unauthorized { code, reason },
+                    403 if self.auth.has_credentials() => {
+                        RegistrationError::Unauthorized { code, reason }
+                    }
                     403 => RegistrationError::Forbidden { code, reason },
                     _ => RegistrationError::Rejected { code, reason },
                 };
@@ -293,7 +284,7 @@ impl Registration {
         response: &Response,
         rng: &mut StdRng,
     ) -> (Option<RegistrationEvent>, Option<Request>) {
-        self.challenges = 0;
+        self.auth.on_success();
         self.failures = 0;
         self.stale_contact = None;
         if self.config.fix_contact {
@@ -346,28 +337,12 @@ impl Registration {
     }
 
     fn on_challenge(&mut self, response: &Response) -> Result<(), RegistrationError> {
-        let proxy = response.code == 407;
-        let challenge = strongest_challenge(response, proxy)?;
-        let unauthorized = || RegistrationError::Unauthorized {
-            code: response.code,
-            reason: response.reason.clone(),
-        };
-        // A fresh challenge after our answer means the answer was wrong,
-        // unless the server only says our nonce went stale.
-        let answered_before = self.auth.is_some() && self.challenges > 0;
-        if answered_before && !challenge.stale {
-            return Err(unauthorized());
-        }
-        self.challenges += 1;
-        if self.challenges > MAX_CHALLENGES {
-            return Err(unauthorized());
-        }
-        self.auth = Some(Auth {
-            challenge,
-            proxy,
-            nc: 0,
-        });
-        Ok(())
+        self.auth.on_challenge(response).map_err(|f| match f {
+            AuthFailure::Rejected { code, reason } => {
+                RegistrationError::Unauthorized { code, reason }
+            }
+            AuthFailure::Unusable(why) => RegistrationError::BadChallenge(why),
+        })
     }
 
     fn fail(
@@ -378,10 +353,10 @@ impl Registration {
     ) -> (Option<RegistrationEvent>, Option<Request>) {
         self.state = RegistrationState::Failed;
         self.failures += 1;
-        self.challenges = 0;
-        // Credentials that failed are not sent again unasked.
         if matches!(error, RegistrationError::Unauthorized { .. }) {
-            self.auth = None;
+            self.auth.forget();
+        } else {
+            self.auth.on_success();
         }
         let ceiling = BACKOFF_BASE
             .saturating_mul(1 << (self.failures - 1).min(10))
@@ -412,23 +387,7 @@ impl Registration {
         h.push("Expires", expires.to_string());
         h.push("Allow", super::ALLOW);
         h.push("User-Agent", &cfg.user_agent);
-        if let Some(auth) = &mut self.auth {
-            auth.nc += 1;
-            let answer = DigestResponse::answer(
-                &auth.challenge,
-                &cfg.credentials,
-                "REGISTER",
-                &cfg.registrar.to_string(),
-                auth.nc,
-                &random_hex(rng, 8),
-            );
-            let name = if auth.proxy {
-                "Proxy-Authorization"
-            } else {
-                "Authorization"
-            };
-            h.push(name, answer.to_header_value());
-        }
+        self.auth.sign(&mut req, rng);
         req
     }
 
@@ -448,36 +407,6 @@ impl Registration {
         let ip = self.contact.host.ip().unwrap_or(self.config.local.ip());
         SocketAddr::new(ip, self.contact.port.unwrap_or(5060))
     }
-}
-
-/// The best Digest challenge of a 401 (`proxy`: 407): SHA-256 over MD5
-/// (RFC 8760 §2.4), skipping schemes and algorithms we cannot answer.
-fn strongest_challenge(
-    response: &Response,
-    proxy: bool,
-) -> Result<DigestChallenge, RegistrationError> {
-    let challenges = if proxy {
-        response.headers.proxy_authenticate()
-    } else {
-        response.headers.www_authenticate()
-    }
-    .map_err(|e| RegistrationError::BadChallenge(e.to_string()))?;
-    let mut best: Option<DigestChallenge> = None;
-    let mut last_error = "no challenge".to_owned();
-    for c in &challenges {
-        match DigestChallenge::from_params(&c.scheme, |p| c.param(p)) {
-            Ok(d)
-                if best
-                    .as_ref()
-                    .is_none_or(|b| d.algorithm.strength() > b.algorithm.strength()) =>
-            {
-                best = Some(d)
-            }
-            Ok(_) => {}
-            Err(e) => last_error = e.to_string(),
-        }
-    }
-    best.ok_or(RegistrationError::BadChallenge(last_error))
 }
 
 fn contact_uri(config: &RegistrationConfig, at: SocketAddr) -> Uri {
