@@ -12,6 +12,8 @@
 //! in `message`/`headers`/`uri`/`framing`.
 
 pub mod authenticator;
+pub mod calls;
+pub mod dialog;
 pub mod digest;
 pub mod framing;
 pub mod headers;
@@ -81,5 +83,7 @@ pub fn random_hex(rng: &mut impl RngCore, bytes: usize) -> String {
     rng.fill_bytes(&mut buf);
     digest::hex(&buf)
 }
+#[cfg(test)]
+mod calls_tests;
 #[cfg(test)]
 mod ua_tests;

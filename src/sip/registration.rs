@@ -47,22 +47,25 @@ pub struct RegistrationConfig {
 }
 
 impl RegistrationConfig {
+    /// Our Via for a new transaction: a fresh branch, and `rport` so the
+    /// answer comes back through any NAT (RFC 3581).
+    pub fn via(&self, rng: &mut StdRng) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={}{};rport",
+            self.transport.via_token(),
+            host_port(self.local),
+            super::layer::BRANCH_MAGIC,
+            random_hex(rng, 8)
+        )
+    }
+
     /// A request of ours outside a dialog: Request-Line, a Via with a fresh
     /// branch and `rport` (RFC 3581), Max-Forwards, and the Route to the
     /// outbound proxy. The caller adds From, To, Call-ID, CSeq.
     pub fn new_request(&self, method: Method, uri: Uri, rng: &mut StdRng) -> Request {
         let mut req = Request::new(method, uri);
         let h = &mut req.headers;
-        h.push(
-            "Via",
-            format!(
-                "SIP/2.0/{} {};branch={}{};rport",
-                self.transport.via_token(),
-                host_port(self.local),
-                super::layer::BRANCH_MAGIC,
-                random_hex(rng, 8)
-            ),
-        );
+        h.push("Via", self.via(rng));
         h.push("Max-Forwards", "70");
         if let Some(route) = &self.route {
             h.push("Route", format!("<{route}>"));

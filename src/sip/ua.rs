@@ -1,15 +1,14 @@
-//! The user agent core: one account's registration, keep-alives, and the
-//! answers a UA owes to requests it does not take part in (RFC 3261 §8.2).
-//! Sans-IO: bytes and instants in, [`Transmit`]s and [`UaEvent`]s out.
-//!
-//! Calls (INVITE dialogs) arrive in the next layer; until then an INVITE is
-//! answered 480 so a caller learns at once that no call can be taken.
+//! The user agent core: one account's registration, keep-alives, its calls
+//! (`sip::calls`), and the answers a UA owes to requests outside any call
+//! (RFC 3261 §8.2). Sans-IO: bytes and instants in, [`Transmit`]s and
+//! [`UaEvent`]s out.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 
+use super::calls::{Call, CallEnd, CallHandle};
 use super::layer::{response_target, ClientId, LayerEvent, ServerId, TransactionLayer};
 use super::message::{Message, Method, Request, Response};
 use super::registration::{Registration, RegistrationConfig, RegistrationError, RegistrationEvent};
@@ -31,6 +30,44 @@ pub struct UaConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UaEvent {
     Registration(RegistrationEvent),
+    /// Someone calls: answer with [`UserAgent::answer`].
+    IncomingCall {
+        call: CallHandle,
+        /// The caller's URI (From).
+        from: String,
+        /// Their session description (the offer), possibly empty.
+        body: Vec<u8>,
+    },
+    /// A provisional answer to our INVITE (180 Ringing, 183…).
+    CallProgress {
+        call: CallHandle,
+        code: u16,
+        reason: String,
+    },
+    /// Our call was answered (and ACKed); `body` is their answer.
+    CallAnswered {
+        call: CallHandle,
+        body: Vec<u8>,
+    },
+    /// The caller ACKed our 2xx: the call is up.
+    CallConfirmed {
+        call: CallHandle,
+    },
+    /// The peer sent a re-INVITE: answer with [`UserAgent::answer`].
+    ReInvite {
+        call: CallHandle,
+        body: Vec<u8>,
+    },
+    /// The final answer to our re-INVITE.
+    CallUpdated {
+        call: CallHandle,
+        code: u16,
+        body: Vec<u8>,
+    },
+    CallEnded {
+        call: CallHandle,
+        end: CallEnd,
+    },
 }
 
 /// Counters of what the UA refused or could not place.
@@ -45,17 +82,19 @@ pub struct UaStats {
 }
 
 pub struct UserAgent {
-    config: UaConfig,
-    layer: TransactionLayer,
-    registration: Registration,
-    rng: StdRng,
+    pub(super) config: UaConfig,
+    pub(super) layer: TransactionLayer,
+    pub(super) registration: Registration,
+    pub(super) rng: StdRng,
+    pub(super) calls: BTreeMap<CallHandle, Call>,
+    pub(super) next_call: u64,
     register_tx: Option<ClientId>,
     keepalive_tx: Option<ClientId>,
     next_keepalive: Option<Instant>,
     keepalive_cseq: u32,
     keepalive_call_id: String,
     transmits: VecDeque<Transmit>,
-    events: VecDeque<UaEvent>,
+    pub(super) events: VecDeque<UaEvent>,
     stats: UaStats,
     /// Why the last send failed, for the timeout that follows it.
     transport_failure: Option<String>,
@@ -67,6 +106,8 @@ impl UserAgent {
         UserAgent {
             layer: TransactionLayer::new(config.timers),
             registration,
+            calls: BTreeMap::new(),
+            next_call: 0,
             register_tx: None,
             keepalive_tx: None,
             next_keepalive: None,
@@ -213,14 +254,26 @@ impl UserAgent {
         }
     }
 
-    fn drain_layer(&mut self, now: Instant) {
+    pub(super) fn drain_layer(&mut self, now: Instant) {
         while let Some(event) = self.layer.poll_event() {
             match event {
-                LayerEvent::Request(id, req, _) => self.answer(now, &id, &req),
-                LayerEvent::Response(id, resp) => self.on_response(now, &id, &resp),
-                LayerEvent::ClientTimedOut(id) => self.on_client_timeout(now, &id),
-                // No dialogs yet: a stray 2xx ACK, an unACKed answer.
-                LayerEvent::Ack(..) | LayerEvent::ServerNoAck(_) => {}
+                LayerEvent::Request(id, req, _) => {
+                    if !self.call_request(now, &id, &req) {
+                        self.answer_outside_calls(now, &id, &req);
+                    }
+                }
+                LayerEvent::Response(id, resp) => {
+                    if !self.call_response(now, &id, &resp) {
+                        self.on_response(now, &id, &resp);
+                    }
+                }
+                LayerEvent::ClientTimedOut(id) => {
+                    if !self.call_timeout(&id) {
+                        self.on_client_timeout(now, &id);
+                    }
+                }
+                LayerEvent::Ack(req, _) => self.call_ack(now, &req),
+                LayerEvent::ServerNoAck(id) => self.call_no_ack(now, &id),
             }
         }
         while let Some(t) = self.layer.poll_transmit() {
@@ -271,15 +324,13 @@ impl UserAgent {
         }
     }
 
-    /// What a UA with no dialog answers (RFC 3261 §8.2, §11).
-    fn answer(&mut self, now: Instant, id: &ServerId, req: &Request) {
+    /// What a UA answers outside its calls (RFC 3261 §8.2, §11).
+    fn answer_outside_calls(&mut self, now: Instant, id: &ServerId, req: &Request) {
         let (code, reason) = if !req.uri.is_sip() {
             (416, "Unsupported URI Scheme")
         } else {
             match &req.method {
                 Method::Options => (200, "OK"),
-                Method::Invite => (480, "Temporarily Unavailable"),
-                Method::Bye | Method::Cancel => (481, "Call/Transaction Does Not Exist"),
                 Method::Other(_) => (501, "Not Implemented"),
                 _ => (405, "Method Not Allowed"),
             }
