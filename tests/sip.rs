@@ -353,3 +353,116 @@ fn a_registered_ua_answers_hostile_sip_with_400_or_silence_and_keeps_serving() {
     let (status, stderr) = ua.terminate(Duration::from_secs(10));
     assert!(status.success(), "{stderr}");
 }
+
+/// `icephone call` to a `register --auto-answer` UA, both through
+/// Kamailio (which challenges the INVITE with 407 and Record-Routes):
+/// INVITE, 180, 200, ACK, then BYE from the caller.
+fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: &Kamailio) {
+    let mut bob = Background::spawn(&mut register_cmd(
+        &format!("sip:bob@{REALM}"),
+        "Bob-pw2",
+        registrar_of_callee,
+        &["--auto-answer"],
+    ));
+    bob.wait_line("registered ", Duration::from_secs(10));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
+    cmd.args([
+        "call",
+        &format!("sip:bob@{REALM}"),
+        "--aor",
+        &format!("sip:alice@{REALM}"),
+    ])
+    .args([
+        "--password",
+        "Alice-pw1",
+        "--registrar",
+        registrar_of_caller,
+    ])
+    .args(["--hangup-after", "0.5"]);
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_bounded(child, Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "180 Ringing",
+        "answered after",
+        "call ended: hung up here",
+        "unregistered",
+    ] {
+        assert!(stdout.contains(line), "no {line:?} in {stdout}");
+    }
+    bob.wait_line("call 1 confirmed", Duration::from_secs(5));
+    bob.wait_line(
+        "call 1 ended: the other side hung up",
+        Duration::from_secs(5),
+    );
+    let (status, stderr) = bob.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !kam.location("bob").contains("Address:"),
+        "bob still registered"
+    );
+}
+
+#[test]
+fn two_uas_call_each_other_through_kamailio() {
+    let Some(kam) = Kamailio::start("call") else {
+        return;
+    };
+    call_through(&kam.registrar("udp"), &kam.registrar("udp"), &kam);
+    // The callee on TCP: Kamailio reaches it over its registration's
+    // connection.
+    call_through(&kam.registrar("udp"), &kam.registrar("tcp"), &kam);
+
+    // Nobody registered as carol: 404 from the proxy, exit 1.
+    let (out, _) = icephone(
+        &[
+            "call",
+            &format!("sip:carol@{REALM}"),
+            "--aor",
+            &format!("sip:alice@{REALM}"),
+            "--password",
+            "Alice-pw1",
+            "--registrar",
+            &kam.registrar("udp"),
+        ],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("call ended: 404"), "{stdout}");
+
+    // A UA without --auto-answer declines with 480.
+    let mut bob = Background::spawn(&mut register_cmd(
+        &format!("sip:bob@{REALM}"),
+        "Bob-pw2",
+        &kam.registrar("udp"),
+        &[],
+    ));
+    bob.wait_line("registered ", Duration::from_secs(10));
+    let (out, _) = icephone(
+        &[
+            "call",
+            &format!("sip:bob@{REALM}"),
+            "--aor",
+            &format!("sip:alice@{REALM}"),
+            "--password",
+            "Alice-pw1",
+            "--registrar",
+            &kam.registrar("udp"),
+        ],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("call ended: 480"), "{stdout}");
+    bob.wait_line("incoming call 1 from sip:alice@", Duration::from_secs(5));
+}

@@ -82,6 +82,22 @@ pub enum Command {
         /// Seconds the first registration may take before giving up.
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+        /// Answer incoming calls (180 Ringing, then 200 OK).
+        #[arg(long)]
+        auto_answer: bool,
+    },
+    /// Register, call a SIP URI, stay in the call, hang up, unregister.
+    Call {
+        /// Who to call: sip:USER@HOST[:PORT] (or USER@HOST).
+        to: String,
+        #[command(flatten)]
+        account: super::account::AccountArgs,
+        /// Seconds the first registration may take before giving up.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Hang up this many seconds after the answer (default: on Ctrl-C).
+        #[arg(long, value_name = "SECS")]
+        hangup_after: Option<f64>,
     },
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
@@ -281,10 +297,36 @@ pub fn run() -> ExitCode {
                     }
                 }
             }
-            Command::Register { account, timeout } => {
+            Command::Register {
+                account,
+                timeout,
+                auto_answer,
+            } => {
                 super::register::run(super::register::RegisterArgs {
                     account,
                     timeout: Duration::from_secs(timeout),
+                    auto_answer,
+                })
+                .await
+            }
+            Command::Call {
+                to,
+                account,
+                timeout,
+                hangup_after,
+            } => {
+                let hangup_after = match hangup_after.map(Duration::try_from_secs_f64) {
+                    Some(Err(_)) => {
+                        eprintln!("error: --hangup-after must be a number of seconds, 0 or more");
+                        return ExitCode::from(2);
+                    }
+                    other => other.and_then(Result::ok),
+                };
+                super::call::run(super::call::CallArgs {
+                    account,
+                    to,
+                    timeout: Duration::from_secs(timeout),
+                    hangup_after,
                 })
                 .await
             }

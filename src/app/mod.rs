@@ -6,6 +6,7 @@
 
 pub mod account;
 pub mod bench;
+pub mod call;
 pub mod cli;
 pub mod demo;
 pub mod nat_check;

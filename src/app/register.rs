@@ -1,15 +1,18 @@
 //! `icephone register`: register one account, keep it fresh until Ctrl-C or
-//! SIGTERM, then unregister.
+//! SIGTERM, then unregister. With `--auto-answer` it also takes calls.
+//! The start and the end of a session are shared with `icephone call`.
 
+use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use super::account::{local_ip_towards, AccountArgs};
+use super::account::{local_ip_towards, Account, AccountArgs};
 use crate::net::sip_transport::SipSockets;
-use crate::net::sip_ua::{spawn_user_agent, UaCommand};
+use crate::net::sip_ua::{spawn_user_agent, UaCommand, UaHandle};
+use crate::sip::calls::CallEnd;
 use crate::sip::registration::RegistrationEvent;
 use crate::sip::ua::{UaEvent, UserAgent};
 
@@ -17,80 +20,145 @@ pub struct RegisterArgs {
     pub account: AccountArgs,
     /// Seconds the first registration may take.
     pub timeout: Duration,
+    /// Answer incoming calls (180, then 200).
+    pub auto_answer: bool,
+}
+
+/// A registered account with its user agent running.
+pub struct Session {
+    pub account: Account,
+    pub handle: UaHandle,
+    pub local_ip: IpAddr,
 }
 
 pub async fn run(args: RegisterArgs) -> ExitCode {
-    match register(args).await {
-        Ok(code) => code,
+    let session = match start(&args.account, args.timeout).await {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
         }
-    }
+    };
+    serve_until_signal(session, args.auto_answer).await
 }
 
-async fn register(args: RegisterArgs) -> Result<ExitCode, String> {
-    let account = args.account.resolve().await.map_err(|e| e.to_string())?;
+/// Resolves the account, binds its SIP ports, registers, and waits (at
+/// most `timeout`) for the registrar's verdict.
+pub async fn start(args: &AccountArgs, timeout: Duration) -> Result<Session, String> {
+    let account = args.resolve().await.map_err(|e| e.to_string())?;
     let local_ip = local_ip_towards(account.next_hop.addr)
         .map_err(|e| format!("no route to {}: {e}", account.next_hop.addr))?;
-    let (sockets, incoming) = SipSockets::bind(local_ip, args.account.sip_port)
+    let (sockets, incoming) = SipSockets::bind(local_ip, args.sip_port)
         .await
-        .map_err(|e| format!("cannot bind SIP port {}: {e}", args.account.sip_port))?;
+        .map_err(|e| format!("cannot bind SIP port {}: {e}", args.sip_port))?;
     let local = sockets.local_udp().map_err(|e| e.to_string())?;
     let mut ua = UserAgent::new(account.ua_config(local), StdRng::from_os_rng());
     ua.register(Instant::now());
     let mut handle = spawn_user_agent(ua, sockets, incoming);
-
-    // The first registration must succeed, promptly.
-    let first = tokio::time::timeout(args.timeout, handle.events.recv()).await;
-    match first {
+    let first = tokio::time::timeout(timeout, handle.events.recv()).await;
+    let failure = match first {
         Ok(Some(UaEvent::Registration(RegistrationEvent::Registered { contact, expires }))) => {
             println!(
                 "registered {} contact={contact} expires={expires}",
                 account.aor
             );
+            return Ok(Session {
+                account,
+                handle,
+                local_ip,
+            });
         }
         Ok(Some(UaEvent::Registration(RegistrationEvent::Failed { error, .. }))) => {
-            let _ = handle.commands.send(UaCommand::Shutdown);
-            return Err(format!("registration of {} failed: {error}", account.aor));
+            format!("registration of {} failed: {error}", account.aor)
         }
-        Ok(other) => {
-            let _ = handle.commands.send(UaCommand::Shutdown);
-            return Err(format!("registration of {} ended: {other:?}", account.aor));
-        }
-        Err(_) => {
-            let _ = handle.commands.send(UaCommand::Shutdown);
-            return Err(format!(
-                "the registrar {} did not answer within {} s",
-                account.next_hop.addr,
-                args.timeout.as_secs()
-            ));
-        }
-    }
+        Ok(other) => format!("registration of {} ended: {other:?}", account.aor),
+        Err(_) => format!(
+            "the registrar {} did not answer within {} s",
+            account.next_hop.addr,
+            timeout.as_secs()
+        ),
+    };
+    let _ = handle.commands.send(UaCommand::Shutdown);
+    Err(failure)
+}
 
+async fn serve_until_signal(mut session: Session, auto_answer: bool) -> ExitCode {
     let stop = crate::net::shutdown_signal();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            event = handle.events.recv() => match event {
-                Some(UaEvent::Registration(RegistrationEvent::Registered { contact, expires })) => {
-                    println!("refreshed contact={contact} expires={expires}");
+            event = session.handle.events.recv() => match event {
+                Some(event) => on_event(&session, event, auto_answer),
+                None => {
+                    eprintln!("error: the SIP user agent stopped");
+                    return ExitCode::from(2);
                 }
-                Some(UaEvent::Registration(RegistrationEvent::Failed { error, retry_in })) => {
-                    let retry = retry_in.map(|d| format!("; retrying in {} s", d.as_secs())).unwrap_or_default();
-                    eprintln!("registration failed: {error}{retry}");
-                }
-                Some(other) => tracing::debug!(?other, "UA event"),
-                None => return Err("the SIP user agent stopped".into()),
             },
         }
     }
-    let _ = handle.commands.send(UaCommand::Unregister);
-    // Bounded: an unanswered unregistration times out with timer F, but a
-    // person pressing Ctrl-C should not wait that long.
+    finish(session).await
+}
+
+fn on_event(session: &Session, event: UaEvent, auto_answer: bool) {
+    let commands = &session.handle.commands;
+    match event {
+        UaEvent::Registration(RegistrationEvent::Registered { contact, expires }) => {
+            println!("refreshed contact={contact} expires={expires}");
+        }
+        UaEvent::Registration(RegistrationEvent::Failed { error, retry_in }) => {
+            let retry = retry_in
+                .map(|d| format!("; retrying in {} s", d.as_secs()))
+                .unwrap_or_default();
+            eprintln!("registration failed: {error}{retry}");
+        }
+        UaEvent::IncomingCall { call, from, .. } if auto_answer => {
+            println!("incoming call {} from {from}: answering", call.0);
+            let body = super::call::placeholder_sdp(session.local_ip);
+            let _ = commands.send(UaCommand::Answer {
+                call,
+                code: 180,
+                body: Vec::new(),
+            });
+            let _ = commands.send(UaCommand::Answer {
+                call,
+                code: 200,
+                body,
+            });
+        }
+        UaEvent::IncomingCall { call, from, .. } => {
+            println!(
+                "incoming call {} from {from}: declined (no --auto-answer)",
+                call.0
+            );
+            let _ = commands.send(UaCommand::Answer {
+                call,
+                code: 480,
+                body: Vec::new(),
+            });
+        }
+        UaEvent::ReInvite { call, .. } => {
+            // Until media exists the session stays as it was.
+            let body = super::call::placeholder_sdp(session.local_ip);
+            let _ = commands.send(UaCommand::Answer {
+                call,
+                code: 200,
+                body,
+            });
+        }
+        UaEvent::CallConfirmed { call } => println!("call {} confirmed", call.0),
+        UaEvent::CallEnded { call, end } => println!("call {} ended: {}", call.0, describe(&end)),
+        other => tracing::debug!(?other, "UA event"),
+    }
+}
+
+/// Hangs up nothing (the caller did), unregisters, bounded in time: an
+/// unanswered unregistration times out with timer F, but a person pressing
+/// Ctrl-C should not wait that long.
+pub async fn finish(mut session: Session) -> ExitCode {
+    let _ = session.handle.commands.send(UaCommand::Unregister);
     let done = tokio::time::timeout(Duration::from_secs(5), async {
-        while let Some(event) = handle.events.recv().await {
+        while let Some(event) = session.handle.events.recv().await {
             if matches!(
                 event,
                 UaEvent::Registration(RegistrationEvent::Unregistered)
@@ -101,15 +169,23 @@ async fn register(args: RegisterArgs) -> Result<ExitCode, String> {
         false
     })
     .await;
-    match done {
-        Ok(true) => {
-            println!("unregistered {}", account.aor);
-            Ok(ExitCode::SUCCESS)
-        }
-        _ => {
-            let _ = handle.commands.send(UaCommand::Shutdown);
-            eprintln!("warning: the registrar did not confirm the unregistration");
-            Ok(ExitCode::from(1))
-        }
+    if matches!(done, Ok(true)) {
+        println!("unregistered {}", session.account.aor);
+        ExitCode::SUCCESS
+    } else {
+        let _ = session.handle.commands.send(UaCommand::Shutdown);
+        eprintln!("warning: the registrar did not confirm the unregistration");
+        ExitCode::from(1)
+    }
+}
+
+pub fn describe(end: &CallEnd) -> String {
+    match end {
+        CallEnd::Local => "hung up here".into(),
+        CallEnd::Remote => "the other side hung up".into(),
+        CallEnd::Cancelled => "cancelled by the caller".into(),
+        CallEnd::Rejected { code, reason } => format!("{code} {reason}"),
+        CallEnd::TimedOut => "no answer (timeout)".into(),
+        CallEnd::NoAck => "the caller never confirmed (no ACK)".into(),
     }
 }

@@ -4,15 +4,30 @@
 
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::sip_transport::{Incoming, SipSockets};
+use crate::sip::calls::CallHandle;
 use crate::sip::ua::{UaEvent, UserAgent};
+use crate::sip::uri::Uri;
 use crate::sip::Target;
 
 #[derive(Debug)]
 pub enum UaCommand {
+    /// Place a call; its handle comes back on `reply`.
+    Invite {
+        to: Uri,
+        body: Vec<u8>,
+        reply: oneshot::Sender<CallHandle>,
+    },
+    /// Answer a call (or a re-INVITE) with `code` and a session description.
+    Answer {
+        call: CallHandle,
+        code: u16,
+        body: Vec<u8>,
+    },
+    Hangup(CallHandle),
     /// Remove the registration; the task ends after the answer (or its
     /// timeout) with the `Unregistered` event.
     Unregister,
@@ -78,6 +93,13 @@ async fn run(
             },
             _ = tokio::time::sleep_until(deadline) => ua.handle_timeout(Instant::now()),
             cmd = commands.recv(), if commands_open => match cmd {
+                Some(UaCommand::Invite { to, body, reply }) => {
+                    let _ = reply.send(ua.invite(Instant::now(), to, body));
+                }
+                Some(UaCommand::Answer { call, code, body }) => {
+                    ua.answer(Instant::now(), call, code, body);
+                }
+                Some(UaCommand::Hangup(call)) => ua.hangup(Instant::now(), call),
                 Some(UaCommand::Unregister) => ua.unregister(Instant::now()),
                 Some(UaCommand::Shutdown) => return ua,
                 // The application is gone: keep going until told or done.

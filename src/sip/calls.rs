@@ -113,6 +113,10 @@ impl UserAgent {
         let mut resp = response_to(&invite, code, reason_phrase(code), &mut self.rng);
         resp.headers.set("To", with_tag(&invite, &c.local_tag));
         if (101..300).contains(&code) {
+            // §12.1.1: the dialog's route set travels back in the answer.
+            for rr in invite.headers.get_all("Record-Route") {
+                resp.headers.push("Record-Route", rr);
+            }
             resp.headers.push("Contact", format!("<{contact}>"));
         }
         if (200..300).contains(&code) {

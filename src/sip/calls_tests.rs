@@ -491,3 +491,52 @@ fn an_unanswered_invite_times_out_after_64_t1() {
         }]
     );
 }
+
+#[test]
+fn the_callee_copies_record_route_into_its_answers_and_routes_its_bye() {
+    let mut bob = ua("bob", BOB, ALICE, 2);
+    let now = Instant::now();
+    let invite = format!(
+        "INVITE sip:bob@{BOB} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.50:5060;branch=z9hG4bKproxy1\r\n\
+         Via: SIP/2.0/UDP {ALICE};branch=z9hG4bKalice1;rport\r\nMax-Forwards: 69\r\n\
+         Record-Route: <sip:192.0.2.50:5060;lr>\r\nFrom: <sip:alice@example.org>;tag=a1\r\n\
+         To: <sip:bob@example.org>\r\nCall-ID: rr1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{ALICE}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let proxy = Target {
+        transport: Transport::Udp,
+        addr: "192.0.2.50:5060".parse().unwrap(),
+    };
+    bob.handle_input(now, proxy, invite.as_bytes());
+    let call = match bob.poll_event() {
+        Some(UaEvent::IncomingCall { call, .. }) => call,
+        other => panic!("{other:?}"),
+    };
+    bob.answer(now, call, 200, b"sdp".to_vec());
+    let ok = std::iter::from_fn(|| bob.poll_transmit())
+        .filter_map(|t| match Message::parse(&t.bytes) {
+            Ok(Message::Response(r)) if r.code == 200 => Some(r),
+            _ => None,
+        })
+        .next()
+        .unwrap();
+    assert_eq!(
+        ok.headers.get("Record-Route"),
+        Some("<sip:192.0.2.50:5060;lr>")
+    );
+    assert_eq!(ok.headers.get_all("Via").len(), 2);
+    let ack = format!(
+        "ACK sip:bob@{BOB} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.50:5060;branch=z9hG4bKproxy2\r\nMax-Forwards: 69\r\n\
+         From: <sip:alice@example.org>;tag=a1\r\nTo: {}\r\nCall-ID: rr1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        ok.headers.get("To").unwrap()
+    );
+    bob.handle_input(now, proxy, ack.as_bytes());
+    assert_eq!(bob.poll_event(), Some(UaEvent::CallConfirmed { call }));
+    bob.hangup(now, call);
+    let bye = bob.poll_transmit().unwrap();
+    assert_eq!(bye.target, proxy, "the BYE follows the route set");
+    let Ok(Message::Request(bye)) = Message::parse(&bye.bytes) else {
+        panic!()
+    };
+    assert_eq!(bye.uri.to_string(), format!("sip:alice@{ALICE}"));
+    assert_eq!(bye.headers.get("Route"), Some("<sip:192.0.2.50:5060;lr>"));
+}

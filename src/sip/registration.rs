@@ -275,7 +275,7 @@ impl Registration {
         }
         if self
             .seen_address(response)
-            .is_some_and(|a| a != self.contact_address())
+            .is_some_and(|a| self.is_natted(a))
         {
             self.next_register = Some(now);
         }
@@ -292,7 +292,7 @@ impl Registration {
         self.stale_contact = None;
         if self.config.fix_contact {
             if let Some(seen) = self.seen_address(response) {
-                if seen != self.contact_address() {
+                if self.is_natted(seen) {
                     // Behind a NAT: register the public address instead,
                     // and remove the private one in the same request.
                     let old = std::mem::replace(&mut self.contact, contact_uri(&self.config, seen));
@@ -404,6 +404,19 @@ impl Registration {
             None => via.host.ip()?,
         };
         Some(SocketAddr::new(ip, port))
+    }
+
+    /// Whether the registrar saw us somewhere our Contact does not say.
+    /// Over a stream the source port is always the connection's own, so
+    /// only a changed address means a NAT (then the flow is the only way
+    /// in, and the registrar's proxy must use it).
+    fn is_natted(&self, seen: SocketAddr) -> bool {
+        let contact = self.contact_address();
+        if self.config.transport.is_reliable() {
+            seen.ip() != contact.ip()
+        } else {
+            seen != contact
+        }
     }
 
     fn contact_address(&self) -> SocketAddr {

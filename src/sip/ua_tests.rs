@@ -484,3 +484,32 @@ fn a_refused_connection_fails_the_registration_with_its_reason() {
     ua.handle_timeout(silent);
     assert!(format!("{:?}", events(&mut ua)).contains("Timeout"));
 }
+
+#[test]
+fn over_tcp_only_a_changed_address_is_a_nat() {
+    let mut ua = ua_with(Transport::Tcp, None);
+    let now = Instant::now();
+    ua.register(now);
+    let first = sent(&mut ua).remove(0);
+    ua.handle_input(
+        now,
+        registrar(),
+        &answer(&first, "401 Unauthorized", &[challenge("n1", false)]),
+    );
+    let signed = sent(&mut ua).remove(0);
+    // The connection's own source port differs from our listening port:
+    // that is TCP, not a NAT.
+    let resp = String::from_utf8(answer(
+        &signed,
+        "200 OK",
+        &[format!("Contact: {}", contact_of(&signed))],
+    ))
+    .unwrap()
+    .replacen(";rport", ";received=10.0.0.2;rport=40123", 1);
+    ua.handle_input(now, registrar(), resp.as_bytes());
+    assert!(sent(&mut ua).is_empty(), "no contact rewrite");
+    assert!(matches!(
+        events(&mut ua).as_slice(),
+        [UaEvent::Registration(RegistrationEvent::Registered { .. })]
+    ));
+}

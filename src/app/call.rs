@@ -1,0 +1,122 @@
+//! `icephone call URI`: register, call, wait for the answer, stay in the
+//! call for `--hangup-after` seconds or until Ctrl-C / the far end hangs
+//! up, hang up, unregister.
+//!
+//! The session description is a placeholder until calls carry media (SDP
+//! offer/answer with ICE and Opus is the call layer's next step): it offers
+//! one inactive audio stream, which any UA can answer.
+
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use super::account::{parse_sip_uri, AccountArgs};
+use super::register::{describe, finish, start};
+use crate::net::sip_ua::UaCommand;
+use crate::sip::ua::UaEvent;
+
+pub struct CallArgs {
+    pub account: AccountArgs,
+    pub to: String,
+    pub timeout: Duration,
+    /// Hang up this long after the answer; `None`: stay until Ctrl-C.
+    pub hangup_after: Option<Duration>,
+}
+
+/// An SDP offer with one inactive audio stream (RFC 4566, RFC 3264 §5.1).
+pub fn placeholder_sdp(ip: IpAddr) -> Vec<u8> {
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    format!(
+        "v=0\r\no=icephone 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+         m=audio 9 RTP/AVP 0\r\na=inactive\r\n"
+    )
+    .into_bytes()
+}
+
+pub async fn run(args: CallArgs) -> ExitCode {
+    let to = match args.to.trim() {
+        t if t.starts_with("sip:") => parse_sip_uri(t, "to"),
+        t => parse_sip_uri(&format!("sip:{t}"), "to"),
+    };
+    let to = match to {
+        Ok(to) if to.user.is_some() => to,
+        Ok(_) => {
+            eprintln!("error: the callee must name a user: sip:USER@HOST");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut session = match start(&args.account, args.timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (reply, handle) = oneshot::channel();
+    let body = placeholder_sdp(session.local_ip);
+    println!("calling {to}");
+    let sent = Instant::now();
+    let _ = session.handle.commands.send(UaCommand::Invite {
+        to: to.clone(),
+        body,
+        reply,
+    });
+    let Ok(call) = handle.await else {
+        eprintln!("error: the SIP user agent stopped");
+        return ExitCode::from(2);
+    };
+    let stop = crate::net::shutdown_signal();
+    tokio::pin!(stop);
+    let mut hangup_at: Option<tokio::time::Instant> = None;
+    let mut outcome = ExitCode::SUCCESS;
+    let mut hung_up = false;
+    loop {
+        let hangup_due = async {
+            match hangup_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = &mut stop, if !hung_up => {
+                hung_up = true;
+                let _ = session.handle.commands.send(UaCommand::Hangup(call));
+            }
+            _ = hangup_due, if !hung_up => {
+                hung_up = true;
+                let _ = session.handle.commands.send(UaCommand::Hangup(call));
+            }
+            event = session.handle.events.recv() => match event {
+                Some(UaEvent::CallProgress { code, reason, .. }) => println!("{code} {reason}"),
+                Some(UaEvent::CallAnswered { .. }) => {
+                    println!("answered after {} ms", sent.elapsed().as_millis());
+                    hangup_at = args.hangup_after.map(|d| tokio::time::Instant::now() + d);
+                }
+                Some(UaEvent::CallEnded { end, .. }) => {
+                    println!("call ended: {}", describe(&end));
+                    if !matches!(end, crate::sip::calls::CallEnd::Local | crate::sip::calls::CallEnd::Remote) {
+                        outcome = ExitCode::from(1);
+                    }
+                    break;
+                }
+                Some(other) => tracing::debug!(?other, "UA event"),
+                None => {
+                    eprintln!("error: the SIP user agent stopped");
+                    return ExitCode::from(2);
+                }
+            },
+        }
+    }
+    let unregistered = finish(session).await;
+    if outcome == ExitCode::SUCCESS {
+        unregistered
+    } else {
+        outcome
+    }
+}
