@@ -132,48 +132,59 @@ fn contact_port(line: &str) -> u16 {
     hostport.rsplit(':').next().unwrap().parse().unwrap()
 }
 
+/// Registers alice for 5 s, sees the refresh, unregisters on SIGTERM; with
+/// Kamailio also checks its location table at each step.
+fn register_refresh_unregister(registrar: &str, kam: Option<&Kamailio>) {
+    let aor = format!("sip:alice@{REALM}");
+    // 5 s: the registrar's minimum, so a refresh comes within the test.
+    let mut ua = Background::spawn(&mut register_cmd(
+        &aor,
+        "Alice-pw1",
+        registrar,
+        &["--expires", "5"],
+    ));
+    let line = ua.wait_line("registered ", Duration::from_secs(10));
+    assert!(line.contains("expires=5"), "{line}");
+    let port = contact_port(&line);
+    if let Some(kam) = kam {
+        let location = kam.location("alice");
+        assert!(
+            location.contains(&format!("Address: sip:alice@127.0.0.1:{port}")),
+            "{registrar}: our contact is not in Kamailio's location table: {location}"
+        );
+    }
+    // Refreshed before it expires (4.5 s in), so it never drops out.
+    let refreshed = ua.wait_line("refreshed ", Duration::from_secs(8));
+    assert!(refreshed.contains("expires=5"), "{refreshed}");
+    if let Some(kam) = kam {
+        assert!(kam.location("alice").contains("Address:"));
+    }
+    let (status, stderr, lines) = ua.terminate_with_output(Duration::from_secs(10));
+    assert!(status.success(), "{registrar}: {stderr}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("unregistered ")),
+        "{lines:?}"
+    );
+    if let Some(kam) = kam {
+        let location = kam.location("alice");
+        assert!(
+            location.contains("AOR not found"),
+            "{registrar}: still registered after unregister: {location}"
+        );
+    }
+    assert!(
+        !stderr.contains("Alice-pw1"),
+        "the password reached the log"
+    );
+}
+
 #[test]
 fn register_refresh_and_unregister_against_kamailio_over_udp_and_tcp() {
     let Some(kam) = Kamailio::start("register") else {
         return;
     };
     for transport in ["udp", "tcp"] {
-        let aor = format!("sip:alice@{REALM}");
-        // 5 s: the registrar's minimum, so a refresh comes within the test.
-        let mut ua = Background::spawn(&mut register_cmd(
-            &aor,
-            "Alice-pw1",
-            &kam.registrar(transport),
-            &["--expires", "5"],
-        ));
-        let line = ua.wait_line("registered ", Duration::from_secs(10));
-        assert!(line.contains("expires=5"), "{line}");
-        let port = contact_port(&line);
-        let location = kam.location("alice");
-        assert!(
-            location.contains(&format!("Address: sip:alice@127.0.0.1:{port}")),
-            "{transport}: our contact is not in Kamailio's location table: {location}"
-        );
-        // Refreshed before it expires (4.5 s in), so it never drops out.
-        let refreshed = ua.wait_line("refreshed ", Duration::from_secs(8));
-        assert!(refreshed.contains("expires=5"), "{refreshed}");
-        assert!(kam.location("alice").contains("Address:"));
-
-        let (status, stderr, lines) = ua.terminate_with_output(Duration::from_secs(10));
-        assert!(status.success(), "{transport}: {stderr}");
-        assert!(
-            lines.iter().any(|l| l.starts_with("unregistered ")),
-            "{lines:?}"
-        );
-        let location = kam.location("alice");
-        assert!(
-            location.contains("AOR not found"),
-            "{transport}: still registered after unregister: {location}"
-        );
-        assert!(
-            !stderr.contains("Alice-pw1"),
-            "the password reached the log"
-        );
+        register_refresh_unregister(&kam.registrar(transport), Some(&kam));
     }
 }
 
@@ -357,7 +368,7 @@ fn a_registered_ua_answers_hostile_sip_with_400_or_silence_and_keeps_serving() {
 /// `icephone call` to a `register --auto-answer` UA, both through
 /// Kamailio (which challenges the INVITE with 407 and Record-Routes):
 /// INVITE, 180, 200, ACK, then BYE from the caller.
-fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: &Kamailio) {
+fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Option<&Kamailio>) {
     let mut bob = Background::spawn(&mut register_cmd(
         &format!("sip:bob@{REALM}"),
         "Bob-pw2",
@@ -406,10 +417,12 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: &Kama
     );
     let (status, stderr) = bob.terminate(Duration::from_secs(10));
     assert!(status.success(), "{stderr}");
-    assert!(
-        !kam.location("bob").contains("Address:"),
-        "bob still registered"
-    );
+    if let Some(kam) = kam {
+        assert!(
+            !kam.location("bob").contains("Address:"),
+            "bob still registered"
+        );
+    }
 }
 
 #[test]
@@ -417,10 +430,10 @@ fn two_uas_call_each_other_through_kamailio() {
     let Some(kam) = Kamailio::start("call") else {
         return;
     };
-    call_through(&kam.registrar("udp"), &kam.registrar("udp"), &kam);
+    call_through(&kam.registrar("udp"), &kam.registrar("udp"), Some(&kam));
     // The callee on TCP: Kamailio reaches it over its registration's
     // connection.
-    call_through(&kam.registrar("udp"), &kam.registrar("tcp"), &kam);
+    call_through(&kam.registrar("udp"), &kam.registrar("tcp"), Some(&kam));
 
     // Nobody registered as carol: 404 from the proxy, exit 1.
     let (out, _) = icephone(
@@ -465,4 +478,178 @@ fn two_uas_call_each_other_through_kamailio() {
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("call ended: 480"), "{stdout}");
     bob.wait_line("incoming call 1 from sip:alice@", Duration::from_secs(5));
+}
+
+/// `icephone serve` with its SIP registrar/proxy on a free port, for
+/// alice, bob and carol; killed by PID when dropped.
+struct Serve {
+    process: Background,
+    port: u16,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
+        cmd.args([
+            "--log",
+            "info",
+            "serve",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .args(["--sip-port", "0", "--min-expires", "5", "--realm", REALM])
+        .args([
+            "--user",
+            "alice:Alice-pw1",
+            "--user",
+            "bob:Bob-pw2",
+            "--user",
+            "carol:Carol-pw3",
+        ]);
+        let mut process = Background::spawn(&mut cmd);
+        let line = process.wait_line("listening ", Duration::from_secs(20));
+        let port = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("sip="))
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no sip= in {line:?}"));
+        Serve { process, port }
+    }
+
+    fn registrar(&self, transport: &str) -> String {
+        format!("sip:127.0.0.1:{};transport={transport}", self.port)
+    }
+}
+
+fn call_ends_with(serve: &Serve, callee: &str, needle: &str) {
+    let (out, _) = icephone(
+        &[
+            "call",
+            &format!("sip:{callee}@{REALM}"),
+            "--aor",
+            &format!("sip:alice@{REALM}"),
+            "--password",
+            "Alice-pw1",
+            "--registrar",
+            &serve.registrar("udp"),
+        ],
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains(needle), "{stdout}");
+}
+
+#[test]
+fn register_and_call_through_icephone_serve() {
+    let serve = Serve::start();
+    for transport in ["udp", "tcp"] {
+        register_refresh_unregister(&serve.registrar(transport), None);
+    }
+    call_through(&serve.registrar("udp"), &serve.registrar("udp"), None);
+    call_through(&serve.registrar("tcp"), &serve.registrar("tcp"), None);
+    // Bob unregistered at the end of each call: the proxy has no binding
+    // (480), and nobody is called dave (404).
+    call_ends_with(&serve, "bob", "call ended: 480");
+    call_ends_with(&serve, "dave", "call ended: 404");
+
+    let (out, took) = icephone(
+        &[
+            "register",
+            "--aor",
+            &format!("sip:bob@{REALM}"),
+            "--password",
+            "wrong",
+            "--registrar",
+            &serve.registrar("udp"),
+        ],
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("wrong username or password"), "{err}");
+    assert!(took < Duration::from_secs(5));
+
+    let (status, log) = serve.process.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{log}");
+    for secret in ["Alice-pw1", "Bob-pw2", "wrong"] {
+        assert!(!log.contains(secret), "a password reached the log");
+    }
+}
+
+#[test]
+fn icephone_serve_answers_hostile_sip_with_400_or_silence_and_keeps_serving() {
+    let serve = Serve::start();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let me = sock.local_addr().unwrap().port();
+    let via = format!("Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKhostile;rport");
+    let target = format!("sip:127.0.0.1:{}", serve.port);
+    let corpus: Vec<(String, Option<&str>)> = vec![
+        ("\u{0}\u{1}garbage\r\n\r\n".into(), None),
+        ("REGISTER\r\n\r\n".into(), None),
+        (format!("OPTIONS {target} SIP/3.0\r\n\r\n"), None),
+        (
+            format!("REGISTER {target} SIP/2.0\r\n{via}1\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"),
+            Some("SIP/2.0 400"),
+        ),
+        (
+            format!("OPTIONS {target} SIP/2.0\r\n{via}2\r\nFrom: <sip:x@y>;tag=1\r\nTo: <{target}>\r\nCall-ID: h1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 999\r\n\r\n"),
+            None,
+        ),
+        (
+            format!("OPTIONS {target} SIP/2.0\r\n{via}3\r\n{}\r\n\r\n", "X-Big: ".to_owned() + &"a".repeat(65_000)),
+            None,
+        ),
+        ("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKnobody\r\nContent-Length: 0\r\n\r\n".into(), None),
+    ];
+    let mut buf = vec![0u8; 65_536];
+    for (message, expect) in &corpus {
+        let bytes = &message.as_bytes()[..message.len().min(65_000)];
+        sock.send_to(bytes, ("127.0.0.1", serve.port)).unwrap();
+        let answer = sock
+            .recv(&mut buf)
+            .ok()
+            .map(|n| String::from_utf8_lossy(&buf[..n]).to_string());
+        match (expect, &answer) {
+            (Some(prefix), Some(a)) => {
+                assert!(a.starts_with(prefix), "{message:.80?} got {a:.200}")
+            }
+            (Some(prefix), None) => panic!("{message:.80?}: no answer, expected {prefix}"),
+            (None, Some(a)) => panic!("{message:.80?}: expected silence, got {a:.200}"),
+            (None, None) => {}
+        }
+    }
+    sock.send_to(
+        options_request(me, &target).as_bytes(),
+        ("127.0.0.1", serve.port),
+    )
+    .unwrap();
+    let n = sock.recv(&mut buf).expect("serve stopped answering");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    // And over TCP, a stream that loses its framing is closed, the server
+    // goes on.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", serve.port)).unwrap();
+    std::io::Write::write_all(
+        &mut tcp,
+        b"OPTIONS sip:x SIP/2.0\r\nContent-Length: nope\r\n\r\n",
+    )
+    .unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut rest = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut tcp, &mut rest);
+    sock.send_to(
+        options_request(me, &target).as_bytes(),
+        ("127.0.0.1", serve.port),
+    )
+    .unwrap();
+    assert!(
+        sock.recv(&mut buf).is_ok(),
+        "serve stopped answering after a bad stream"
+    );
 }

@@ -44,6 +44,8 @@ fn start_serve_line(extra: &[&str]) -> (Background, String) {
         "--user",
         &format!("{USER}:{PASSWORD}"),
         "--allow-loopback-peers",
+        "--sip-port",
+        "0",
     ])
     .args(extra);
     let mut server = Background::spawn(&mut cmd);

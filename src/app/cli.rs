@@ -74,6 +74,15 @@ pub enum Command {
         /// Port for TURN over TLS; 0 picks a free one.
         #[arg(long, default_value_t = 5349)]
         tls_port: u16,
+        /// Port of the SIP registrar and proxy (UDP and TCP); 0 picks a free one.
+        #[arg(long, default_value_t = 5060)]
+        sip_port: u16,
+        /// Serve STUN/TURN only, no SIP.
+        #[arg(long)]
+        no_sip: bool,
+        /// Shortest SIP registration accepted, in seconds (423 below).
+        #[arg(long, default_value_t = 60)]
+        min_expires: u32,
     },
     /// Register a SIP account, keep it registered until Ctrl-C or SIGTERM, then unregister.
     Register {
@@ -242,6 +251,9 @@ pub fn run() -> ExitCode {
                 tls_cert,
                 tls_key,
                 tls_port,
+                sip_port,
+                no_sip,
+                min_expires,
             } => {
                 let rfc5780 = listen.len() >= 2;
                 let listen = if listen.is_empty() {
@@ -288,6 +300,10 @@ pub fn run() -> ExitCode {
                     rfc5780,
                     turn,
                     tls,
+                    sip: (!no_sip).then_some(crate::server::SipSettings {
+                        port: sip_port,
+                        min_expires,
+                    }),
                 };
                 match crate::server::run(config).await {
                     Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,5 @@
 //! `icephone serve`: the tokio driver around the sans-IO STUN/TURN server
-//! core (`turn::TurnServer`). A later issue adds the SIP registrar here.
+//! core (`turn::TurnServer`), and (`sip`) the registrar and proxy.
 //!
 //! Owns: the listening UDP sockets and TCP (and TLS) listeners, one UDP socket per
 //! relayed address, the clock and the shutdown signal; one log line per
@@ -12,6 +12,8 @@
 //! load a lock and a wake-up are paid per batch, not per packet. Sends are
 //! non-blocking (`try_send_to`): a full socket buffer drops the datagram and
 //! counts it, as a router would.
+
+pub mod sip;
 
 use std::collections::HashMap;
 use std::io;
@@ -55,6 +57,16 @@ pub struct ServeConfig {
     pub turn: TurnServerConfig,
     /// TURN over TLS (`turns:`) on a port of its own.
     pub tls: Option<ServeTls>,
+    /// The SIP registrar and proxy, for the same users and realm.
+    pub sip: Option<SipSettings>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SipSettings {
+    /// UDP and TCP; 0 picks a free one.
+    pub port: u16,
+    /// Shortest registration accepted (423 below).
+    pub min_expires: u32,
 }
 
 #[derive(Clone)]
@@ -714,6 +726,24 @@ where
 /// `icephone serve`: runs until Ctrl-C or SIGTERM.
 pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     let server = Server::start(config.clone()).await?;
+    let sip = match config.sip {
+        Some(settings) => Some(
+            sip::SipServer::start(sip::SipServerConfig {
+                listen: config.listen.clone(),
+                port: settings.port,
+                realm: config.turn.realm.clone(),
+                users: config.turn.users.clone(),
+                min_expires: settings.min_expires,
+            })
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: SocketAddr::new(config.listen[0], settings.port),
+                proto: "sip",
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let udp: Vec<String> = server.udp.iter().map(|a| a.to_string()).collect();
     let tcp: Vec<String> = server.tcp.iter().map(|a| a.to_string()).collect();
     let tls: Vec<String> = server.tls.iter().map(|a| a.to_string()).collect();
@@ -722,9 +752,18 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     if !tls.is_empty() {
         line.push_str(&format!(" tls={}", tls.join(",")));
     }
+    if let Some(sip) = &sip {
+        let addrs: Vec<String> = sip.addrs.iter().map(|a| a.to_string()).collect();
+        line.push_str(&format!(" sip={}", addrs.join(",")));
+    }
     println!("{line}");
     println!(
-        "icephone serve: STUN/TURN, realm {:?}, {} user(s){}; Ctrl-C to stop",
+        "icephone serve: STUN/TURN{}, realm {:?}, {} user(s){}; Ctrl-C to stop",
+        if sip.is_some() {
+            " and SIP registrar/proxy"
+        } else {
+            ""
+        },
         config.turn.realm,
         config.turn.users.len(),
         if server.udp.len() >= 4 {
@@ -734,6 +773,9 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
         }
     );
     crate::net::shutdown_signal().await;
+    if let Some(sip) = sip {
+        sip.shutdown().await;
+    }
     server.shutdown();
     println!("icephone serve: stopped");
     Ok(())

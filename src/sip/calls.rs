@@ -9,9 +9,10 @@ use std::time::Instant;
 
 use super::authenticator::Authenticator;
 use super::dialog::Dialog;
+use super::layer::response_to;
 use super::layer::{ClientId, ServerId};
 use super::message::{reason_phrase, Method, Request, Response};
-use super::ua::{response_to, UaEvent, UserAgent};
+use super::ua::{UaEvent, UserAgent};
 use super::uri::Uri;
 use super::{random_hex, Target, Transport, ALLOW};
 

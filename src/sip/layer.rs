@@ -14,7 +14,9 @@ use super::transaction::{
     ClientEvent, ClientTransaction, ResponseVerdict, ServerEvent, ServerTransaction, SipTimers,
     TransactionKind,
 };
-use super::{Target, Transmit};
+use rand::rngs::StdRng;
+
+use super::{random_hex, Target, Transmit};
 
 /// RFC 3261 §8.1.1.7: a branch that starts so was made by a 3261 element.
 pub const BRANCH_MAGIC: &str = "z9hG4bK";
@@ -354,4 +356,31 @@ pub fn ack_for_failure(invite: &Request, response: &Response) -> Request {
         ack.headers.push("Route", route);
     }
     ack
+}
+
+/// A response to `req` (§8.2.6): its Via lines, From, To (with a tag of
+/// ours if it had none), Call-ID and CSeq.
+pub fn response_to(req: &Request, code: u16, reason: &str, rng: &mut StdRng) -> Response {
+    let mut resp = Response::new(code, reason);
+    for via in req.headers.get_all("Via") {
+        resp.headers.push("Via", via);
+    }
+    if let Some(from) = req.headers.get("From") {
+        resp.headers.push("From", from);
+    }
+    if let Some(to) = req.headers.get("To") {
+        let tagged = req.to().ok().is_some_and(|t| t.tag().is_some());
+        if tagged || code == 100 {
+            resp.headers.push("To", to);
+        } else {
+            resp.headers
+                .push("To", format!("{to};tag={}", random_hex(rng, 6)));
+        }
+    }
+    for name in ["Call-ID", "CSeq"] {
+        if let Some(v) = req.headers.get(name) {
+            resp.headers.push(name, v);
+        }
+    }
+    resp
 }

@@ -19,6 +19,8 @@ pub mod framing;
 pub mod headers;
 pub mod layer;
 pub mod message;
+pub mod proxy;
+pub mod registrar;
 pub mod registration;
 pub mod transaction;
 pub mod ua;

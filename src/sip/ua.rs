@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 
 use super::calls::{Call, CallEnd, CallHandle};
-use super::layer::{response_target, ClientId, LayerEvent, ServerId, TransactionLayer};
+use super::layer::{
+    response_target, response_to, ClientId, LayerEvent, ServerId, TransactionLayer,
+};
 use super::message::{Message, Method, Request, Response};
 use super::registration::{Registration, RegistrationConfig, RegistrationError, RegistrationEvent};
 use super::transaction::SipTimers;
@@ -344,31 +346,4 @@ impl UserAgent {
         }
         self.layer.respond(now, id, &resp);
     }
-}
-
-/// A response to `req` (§8.2.6): its Via lines, From, To (with a tag of
-/// ours if it had none), Call-ID and CSeq.
-pub fn response_to(req: &Request, code: u16, reason: &str, rng: &mut StdRng) -> Response {
-    let mut resp = Response::new(code, reason);
-    for via in req.headers.get_all("Via") {
-        resp.headers.push("Via", via);
-    }
-    if let Some(from) = req.headers.get("From") {
-        resp.headers.push("From", from);
-    }
-    if let Some(to) = req.headers.get("To") {
-        let tagged = req.to().ok().is_some_and(|t| t.tag().is_some());
-        if tagged || code == 100 {
-            resp.headers.push("To", to);
-        } else {
-            resp.headers
-                .push("To", format!("{to};tag={}", random_hex(rng, 6)));
-        }
-    }
-    for name in ["Call-ID", "CSeq"] {
-        if let Some(v) = req.headers.get(name) {
-            resp.headers.push(name, v);
-        }
-    }
-    resp
 }
