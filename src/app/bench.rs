@@ -41,7 +41,7 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-fn finish(
+pub(super) fn finish(
     kind: &'static str,
     server: SocketAddr,
     window: usize,

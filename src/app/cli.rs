@@ -169,6 +169,54 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Full SIP registrations (401, signed REGISTER, 200) per second.
+    Register {
+        #[command(flatten)]
+        sip: SipBenchFlags,
+    },
+    /// SIP call setups (INVITE, 407, signed INVITE, 200) per second, each
+    /// followed by ACK and BYE, to a callee the generator registers itself.
+    Call {
+        #[command(flatten)]
+        sip: SipBenchFlags,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SipBenchFlags {
+    /// Registrar/proxy address, IP:PORT (UDP).
+    #[arg(long)]
+    server: std::net::SocketAddr,
+    /// The accounts' domain (the server's realm).
+    #[arg(long)]
+    domain: String,
+    /// Accounts are PREFIX0…PREFIX(window-1) (and PREFIXcallee for calls).
+    #[arg(long, default_value = "bench")]
+    prefix: String,
+    #[arg(long)]
+    password: String,
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Exchanges in flight at once (one account each).
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+impl SipBenchFlags {
+    fn into_args(self) -> (super::bench_sip::SipBenchArgs, bool) {
+        let json = self.json;
+        let args = super::bench_sip::SipBenchArgs {
+            server: self.server,
+            domain: self.domain,
+            prefix: self.prefix,
+            password: self.password,
+            duration: Duration::from_secs(self.seconds),
+            window: self.window.max(1),
+        };
+        (args, json)
+    }
 }
 
 pub fn run() -> ExitCode {
@@ -228,6 +276,14 @@ pub fn run() -> ExitCode {
                     size: size.clamp(16, 1200),
                 });
                 super::bench::print(&r, json)
+            }
+            BenchCommand::Register { sip } => {
+                let (args, json) = sip.into_args();
+                super::bench::print(&super::bench_sip::register(args), json)
+            }
+            BenchCommand::Call { sip } => {
+                let (args, json) = sip.into_args();
+                super::bench::print(&super::bench_sip::call(args), json)
             }
         };
     }

@@ -5,7 +5,8 @@
 //! Above it the transaction user (`sip::ua`) sees only what is new: fresh
 //! requests, responses that matter, ACKs for 2xx, and timeouts.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -57,11 +58,21 @@ struct ClientEntry {
     tx: ClientTransaction,
     target: Target,
     request: Request,
+    /// The deadline queued in the timer heap for this transaction.
+    scheduled: Option<Instant>,
 }
 
 struct ServerEntry {
     tx: ServerTransaction,
     target: Target,
+    scheduled: Option<Instant>,
+}
+
+/// Which transaction a timer-heap entry wakes.
+#[derive(Clone, Debug)]
+enum TxKey {
+    Client(ClientId),
+    Server(ServerId),
 }
 
 /// Why a message was dropped, for the caller's counters.
@@ -77,6 +88,13 @@ pub struct TransactionLayer {
     timers: SipTimers,
     clients: HashMap<ClientId, ClientEntry>,
     servers: HashMap<ServerId, ServerEntry>,
+    /// (deadline, entry number): a server holds tens of thousands of
+    /// transactions lingering in timer J or K, so the next deadline comes
+    /// from a heap, not a scan. An entry is live while its deadline is the
+    /// transaction's `scheduled`; the others are skipped when popped.
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    deadline_keys: HashMap<u64, TxKey>,
+    next_deadline_key: u64,
     transmits: VecDeque<Transmit>,
     events: VecDeque<LayerEvent>,
 }
@@ -87,6 +105,9 @@ impl TransactionLayer {
             timers,
             clients: HashMap::new(),
             servers: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            deadline_keys: HashMap::new(),
+            next_deadline_key: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -125,9 +146,10 @@ impl TransactionLayer {
                 tx,
                 target,
                 request,
+                scheduled: None,
             },
         );
-        self.flush();
+        self.touch_client(&id);
         id
     }
 
@@ -150,15 +172,18 @@ impl TransactionLayer {
             .get_mut(&id)
             .ok_or(Dropped::UnmatchedResponse)?;
         match entry.tx.handle_response(now, response.code) {
-            ResponseVerdict::Deliver => self.events.push_back(LayerEvent::Response(id, response)),
+            ResponseVerdict::Deliver => self
+                .events
+                .push_back(LayerEvent::Response(id.clone(), response)),
             ResponseVerdict::DeliverAndAck => {
                 let ack = ack_for_failure(&entry.request, &response);
                 entry.tx.send_ack(ack.to_bytes());
-                self.events.push_back(LayerEvent::Response(id, response));
+                self.events
+                    .push_back(LayerEvent::Response(id.clone(), response));
             }
             ResponseVerdict::Absorb => {}
         }
-        self.flush();
+        self.touch_client(&id);
         Ok(())
     }
 
@@ -191,7 +216,7 @@ impl TransactionLayer {
             } else {
                 entry.tx.handle_retransmission();
             }
-            self.flush();
+            self.touch_server(&id);
             return Ok(());
         }
         if request.method == Method::Ack {
@@ -204,7 +229,14 @@ impl TransactionLayer {
         };
         let target = response_target(source, &request);
         let tx = ServerTransaction::new(kind, source.transport.is_reliable(), self.timers);
-        self.servers.insert(id.clone(), ServerEntry { tx, target });
+        self.servers.insert(
+            id.clone(),
+            ServerEntry {
+                tx,
+                target,
+                scheduled: None,
+            },
+        );
         self.events
             .push_back(LayerEvent::Request(id, request, source));
         Ok(())
@@ -217,7 +249,7 @@ impl TransactionLayer {
             return false;
         };
         let sent = entry.tx.respond(now, response.code, response.to_bytes());
-        self.flush();
+        self.touch_server(id);
         sent
     }
 
@@ -226,38 +258,77 @@ impl TransactionLayer {
     pub fn ack_2xx(&mut self, now: Instant, id: &ServerId) {
         if let Some(entry) = self.servers.get_mut(id) {
             entry.tx.handle_ack(now);
+            self.touch_server(id);
         }
     }
 
     /// Sending to `target` failed: every transaction using it times out.
+    /// A rare event, so a scan is fine here.
     pub fn transport_error(&mut self, target: Target) {
-        for entry in self.clients.values_mut().filter(|e| e.target == target) {
-            entry.tx.transport_error();
+        let clients: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| e.target == target)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in clients {
+            if let Some(e) = self.clients.get_mut(&id) {
+                e.tx.transport_error();
+            }
+            self.touch_client(&id);
         }
-        for entry in self.servers.values_mut().filter(|e| e.target == target) {
-            entry.tx.transport_error();
+        let servers: Vec<ServerId> = self
+            .servers
+            .iter()
+            .filter(|(_, e)| e.target == target)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in servers {
+            if let Some(e) = self.servers.get_mut(&id) {
+                e.tx.transport_error();
+            }
+            self.touch_server(&id);
         }
-        self.flush();
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        for entry in self.clients.values_mut() {
-            if entry.tx.poll_timeout().is_some_and(|t| t <= now) {
-                entry.tx.handle_timeout(now);
+        while let Some(&Reverse((at, n))) = self.deadlines.peek() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            match self.deadline_keys.remove(&n) {
+                Some(TxKey::Client(id)) => {
+                    let Some(e) = self.clients.get_mut(&id) else {
+                        continue;
+                    };
+                    if e.scheduled != Some(at) {
+                        continue; // superseded
+                    }
+                    e.scheduled = None;
+                    e.tx.handle_timeout(now);
+                    self.touch_client(&id);
+                }
+                Some(TxKey::Server(id)) => {
+                    let Some(e) = self.servers.get_mut(&id) else {
+                        continue;
+                    };
+                    if e.scheduled != Some(at) {
+                        continue;
+                    }
+                    e.scheduled = None;
+                    e.tx.handle_timeout(now);
+                    self.touch_server(&id);
+                }
+                None => {}
             }
         }
-        for entry in self.servers.values_mut() {
-            if entry.tx.poll_timeout().is_some_and(|t| t <= now) {
-                entry.tx.handle_timeout(now);
-            }
-        }
-        self.flush();
     }
 
+    /// The earliest deadline; possibly earlier (a superseded entry), never
+    /// later.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let clients = self.clients.values().filter_map(|e| e.tx.poll_timeout());
-        let servers = self.servers.values().filter_map(|e| e.tx.poll_timeout());
-        clients.chain(servers).min()
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -277,38 +348,70 @@ impl TransactionLayer {
         self.len() == 0
     }
 
-    /// Moves what the transactions want sent and said into the layer's
-    /// queues, and forgets terminated transactions.
-    fn flush(&mut self) {
-        for (id, entry) in self.clients.iter_mut() {
-            while let Some(bytes) = entry.tx.poll_transmit() {
-                self.transmits.push_back(Transmit {
-                    target: entry.target,
-                    bytes,
-                });
-            }
-            while let Some(event) = entry.tx.poll_event() {
-                if event == ClientEvent::TimedOut {
-                    self.events
-                        .push_back(LayerEvent::ClientTimedOut(id.clone()));
-                }
+    /// After anything happened to a client transaction: move what it
+    /// wants sent and said into the layer's queues, queue its next
+    /// deadline, forget it once terminated.
+    fn touch_client(&mut self, id: &ClientId) {
+        let Some(e) = self.clients.get_mut(id) else {
+            return;
+        };
+        while let Some(bytes) = e.tx.poll_transmit() {
+            self.transmits.push_back(Transmit {
+                target: e.target,
+                bytes,
+            });
+        }
+        while let Some(event) = e.tx.poll_event() {
+            if event == ClientEvent::TimedOut {
+                self.events
+                    .push_back(LayerEvent::ClientTimedOut(id.clone()));
             }
         }
-        for (id, entry) in self.servers.iter_mut() {
-            while let Some(bytes) = entry.tx.poll_transmit() {
-                self.transmits.push_back(Transmit {
-                    target: entry.target,
-                    bytes,
-                });
-            }
-            while let Some(event) = entry.tx.poll_event() {
-                if event == ServerEvent::NoAck {
-                    self.events.push_back(LayerEvent::ServerNoAck(id.clone()));
-                }
+        if e.tx.is_terminated() {
+            self.clients.remove(id);
+            return;
+        }
+        let next = e.tx.poll_timeout();
+        if next != e.scheduled {
+            e.scheduled = next;
+            if let Some(at) = next {
+                self.queue_deadline(at, TxKey::Client(id.clone()));
             }
         }
-        self.clients.retain(|_, e| !e.tx.is_terminated());
-        self.servers.retain(|_, e| !e.tx.is_terminated());
+    }
+
+    fn touch_server(&mut self, id: &ServerId) {
+        let Some(e) = self.servers.get_mut(id) else {
+            return;
+        };
+        while let Some(bytes) = e.tx.poll_transmit() {
+            self.transmits.push_back(Transmit {
+                target: e.target,
+                bytes,
+            });
+        }
+        while let Some(event) = e.tx.poll_event() {
+            if event == ServerEvent::NoAck {
+                self.events.push_back(LayerEvent::ServerNoAck(id.clone()));
+            }
+        }
+        if e.tx.is_terminated() {
+            self.servers.remove(id);
+            return;
+        }
+        let next = e.tx.poll_timeout();
+        if next != e.scheduled {
+            e.scheduled = next;
+            if let Some(at) = next {
+                self.queue_deadline(at, TxKey::Server(id.clone()));
+            }
+        }
+    }
+
+    fn queue_deadline(&mut self, at: Instant, key: TxKey) {
+        self.next_deadline_key += 1;
+        self.deadlines.push(Reverse((at, self.next_deadline_key)));
+        self.deadline_keys.insert(self.next_deadline_key, key);
     }
 }
 

@@ -40,7 +40,7 @@
 //!   transaction stays in `TransactionLayer` (no timer runs in Proceeding,
 //!   and the layer cannot drop one); only our context is freed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -155,8 +155,6 @@ enum Deadline {
     TimerC,
     /// §9.1: the CANCEL went 64·T1 ago and the INVITE is still open.
     CancelGiveUp,
-    /// A 2xx was relayed; keep relaying retransmissions until then.
-    Forget,
 }
 
 /// One proxied request: its server transaction upstream, its client
@@ -171,7 +169,6 @@ struct Pending {
     provisional_seen: bool,
     cancel_requested: bool,
     cancel_sent: bool,
-    final_relayed: bool,
     deadline: Option<(Instant, Deadline)>,
 }
 
@@ -186,6 +183,13 @@ pub struct Proxy {
     pending: HashMap<String, Pending>,
     /// The branch for an upstream INVITE, for CANCEL matching.
     by_server: HashMap<ServerId, String>,
+    /// INVITEs whose 2xx went up, by our branch: where copies of that 2xx
+    /// go (RFC 6026) until 64·T1 later. Kept apart from `pending` so a
+    /// busy proxy's answered calls neither count against `max_pending`
+    /// nor lengthen its scans.
+    answered: HashMap<String, Target>,
+    /// (forget at, branch) in time order: every entry waits the same time.
+    answered_expiry: VecDeque<(Instant, String)>,
     stats: ProxyStats,
 }
 
@@ -207,6 +211,8 @@ impl Proxy {
             branch_secret,
             pending: HashMap::new(),
             by_server: HashMap::new(),
+            answered: HashMap::new(),
+            answered_expiry: VecDeque::new(),
             stats: ProxyStats::default(),
             config,
         }
@@ -262,6 +268,15 @@ impl Proxy {
         for (branch, kind) in due {
             self.on_deadline(now, &branch, kind);
         }
+        while self
+            .answered_expiry
+            .front()
+            .is_some_and(|(at, _)| *at <= now)
+        {
+            if let Some((_, branch)) = self.answered_expiry.pop_front() {
+                self.answered.remove(&branch);
+            }
+        }
         self.drain_layer(now);
     }
 
@@ -270,11 +285,15 @@ impl Proxy {
             .pending
             .values()
             .filter_map(|p| p.deadline.map(|d| d.0));
-        [self.layer.poll_timeout(), self.registrar.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .chain(deadlines)
-            .min()
+        [
+            self.layer.poll_timeout(),
+            self.registrar.poll_timeout(),
+            self.answered_expiry.front().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(deadlines)
+        .min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -557,7 +576,6 @@ impl Proxy {
                 provisional_seen: false,
                 cancel_requested: false,
                 cancel_sent: false,
-                final_relayed: false,
                 deadline,
             },
         );
@@ -590,11 +608,10 @@ impl Proxy {
         let Some(p) = self.pending.get_mut(&branch) else {
             return Ok(());
         };
-        if !p.final_relayed {
-            p.cancel_requested = true;
-            if p.provisional_seen {
-                self.send_cancel(now, &branch);
-            }
+        // A context still pending has relayed no final response.
+        p.cancel_requested = true;
+        if p.provisional_seen {
+            self.send_cancel(now, &branch);
         }
         Ok(())
     }
@@ -710,7 +727,7 @@ impl Proxy {
             return; // the answer to our own CANCEL ends here
         }
         if !self.pending.contains_key(&id.branch) {
-            self.stats.unmatched += 1;
+            self.relay_answered_copy(&id.branch, resp);
             return;
         }
         resp.headers.remove_first_value("Via");
@@ -722,6 +739,21 @@ impl Proxy {
             100..=199 => self.relay_provisional(now, &id.branch, resp),
             _ => self.relay_final(now, &id.branch, resp),
         }
+    }
+
+    /// Another copy of a 2xx already relayed (RFC 6026 §7.2).
+    fn relay_answered_copy(&mut self, branch: &str, mut resp: Response) {
+        let Some(&upstream) = self.answered.get(branch) else {
+            self.stats.unmatched += 1;
+            return;
+        };
+        resp.headers.remove_first_value("Via");
+        if !(200..300).contains(&resp.code) || resp.headers.get("Via").is_none() {
+            self.stats.unmatched += 1;
+            return;
+        }
+        self.layer.send_stateless(upstream, resp.to_bytes());
+        self.stats.relayed += 1;
     }
 
     fn relay_provisional(&mut self, now: Instant, branch: &str, resp: Response) {
@@ -750,19 +782,11 @@ impl Proxy {
             return;
         };
         let invite_2xx = p.request.method == Method::Invite && (200..300).contains(&resp.code);
-        if p.final_relayed {
-            // RFC 6026: a 2xx retransmission (or another 2xx) goes up as is.
-            let upstream = p.upstream;
-            self.layer.send_stateless(upstream, resp.to_bytes());
-            self.stats.relayed += 1;
-            return;
-        }
         if resp.code == 503 {
             // §16.7 step 6: a 503 would make the caller avoid *us*.
             resp.code = 500;
             resp.reason = reason_phrase(500).to_owned();
         }
-        p.final_relayed = true;
         let server = p.server.clone();
         if self.layer.respond(now, &server, &resp) {
             self.stats.relayed += 1;
@@ -771,12 +795,13 @@ impl Proxy {
             // The callee retransmits its 2xx until the ACK and we relay each
             // copy; our server transaction must not add its own (RFC 6026).
             self.layer.ack_2xx(now, &server);
-            if let Some(p) = self.pending.get_mut(branch) {
-                p.deadline = Some((now + forget_after, Deadline::Forget));
+            if let Some(p) = self.pending.get(branch) {
+                self.answered.insert(branch.to_owned(), p.upstream);
+                self.answered_expiry
+                    .push_back((now + forget_after, branch.to_owned()));
             }
-        } else {
-            self.forget(branch);
         }
+        self.forget(branch);
     }
 
     fn on_client_timeout(&mut self, now: Instant, id: &ClientId) {
@@ -797,7 +822,6 @@ impl Proxy {
                 let code = if p.cancel_requested { 487 } else { 408 };
                 self.give_up(now, branch, code);
             }
-            Deadline::Forget => self.forget(branch),
         }
     }
 
@@ -807,14 +831,11 @@ impl Proxy {
         let Some(p) = self.pending.get(branch) else {
             return;
         };
-        if !p.final_relayed {
-            let server = p.server.clone();
-            let resp = response_to(&p.request, code, reason_phrase(code), &mut self.rng);
-            let mut resp = resp;
-            // Built from the downstream copy: drop our Via.
-            resp.headers.remove_first_value("Via");
-            self.layer.respond(now, &server, &resp);
-        }
+        let server = p.server.clone();
+        let mut resp = response_to(&p.request, code, reason_phrase(code), &mut self.rng);
+        // Built from the downstream copy: drop our Via.
+        resp.headers.remove_first_value("Via");
+        self.layer.respond(now, &server, &resp);
         self.forget(branch);
     }
 
