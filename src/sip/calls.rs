@@ -69,6 +69,9 @@ pub(super) struct Call {
     /// Our re-INVITE in progress.
     reinvite_client: Option<(ClientId, Request)>,
     end_client: Option<ClientId>,
+    /// 64·T1 after our CANCEL: if the INVITE still has no final answer
+    /// then, the call is given up (§9.1).
+    cancel_deadline: Option<Instant>,
 }
 
 impl UserAgent {
@@ -202,6 +205,27 @@ impl UserAgent {
         c.reinvite_client = Some((id, req));
         self.drain_layer(now);
         true
+    }
+
+    /// The earliest CANCEL deadline of the calls.
+    pub(super) fn calls_timeout(&self) -> Option<Instant> {
+        self.calls.values().filter_map(|c| c.cancel_deadline).min()
+    }
+
+    /// Gives up INVITEs whose CANCEL went unanswered for 64·T1.
+    pub(super) fn calls_handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<(CallHandle, Option<ClientId>)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.cancel_deadline.is_some_and(|t| t <= now))
+            .map(|(h, c)| (*h, c.invite_client.clone()))
+            .collect();
+        for (handle, invite) in expired {
+            if let Some(id) = invite {
+                self.layer.abandon(&id);
+            }
+            self.end_call(handle, CallEnd::Local);
+        }
     }
 
     pub(super) fn new_call_handle(&mut self) -> CallHandle {
@@ -547,6 +571,7 @@ impl UserAgent {
         cancel.headers.push("CSeq", format!("{seq} CANCEL"));
         c.hangup_wanted = true;
         c.phase = Phase::Ending;
+        c.cancel_deadline = Some(now + self.layer.timers().transaction_timeout());
         // The CANCEL's own answer is not awaited: the INVITE's 487 (or
         // its timeout) ends the call.
         self.layer.send_request(now, self.config.next_hop, cancel);
@@ -638,6 +663,7 @@ impl Call {
             last_ack: None,
             reinvite_client: None,
             end_client: None,
+            cancel_deadline: None,
         }
     }
 }

@@ -540,3 +540,30 @@ fn the_callee_copies_record_route_into_its_answers_and_routes_its_bye() {
     assert_eq!(bye.uri.to_string(), format!("sip:alice@{ALICE}"));
     assert_eq!(bye.headers.get("Route"), Some("<sip:192.0.2.50:5060;lr>"));
 }
+
+#[test]
+fn a_callee_that_ignores_our_cancel_is_given_up_after_64_t1() {
+    let mut p = Pair::new();
+    let call = p.alice.invite(p.now, bob_uri(), Vec::new());
+    p.flush();
+    let incoming = p.incoming();
+    p.bob.answer(p.now, incoming, 180, Vec::new());
+    p.flush();
+    // Bob's side swallows the CANCEL (a broken peer).
+    p.drop = Box::new(|t| t.bytes.starts_with(b"CANCEL "));
+    p.alice.hangup(p.now, call);
+    p.advance(Duration::from_secs(31));
+    assert!(!p
+        .events_alice
+        .iter()
+        .any(|e| matches!(e, UaEvent::CallEnded { .. })));
+    p.advance(Duration::from_secs(2));
+    assert!(p.events_alice.contains(&UaEvent::CallEnded {
+        call,
+        end: CallEnd::Local
+    }));
+    assert!(
+        p.alice.poll_timeout().is_none_or(|t| t > p.now),
+        "nothing left to wake for"
+    );
+}

@@ -262,6 +262,14 @@ impl TransactionLayer {
         }
     }
 
+    /// Drops a client transaction that will never hear its end: an INVITE
+    /// whose callee ignored our CANCEL sits in Proceeding, which has no
+    /// timer (§9.1: destroy it 64·T1 after the CANCEL).
+    pub fn abandon(&mut self, id: &ClientId) {
+        // Its queued deadline, if any, is skipped when popped.
+        self.clients.remove(id);
+    }
+
     /// Sending to `target` failed: every transaction using it times out.
     /// A rare event, so a scan is fine here.
     pub fn transport_error(&mut self, target: Target) {

@@ -836,6 +836,12 @@ impl Proxy {
         // Built from the downstream copy: drop our Via.
         resp.headers.remove_first_value("Via");
         self.layer.respond(now, &server, &resp);
+        // The downstream INVITE may sit in Proceeding for ever.
+        let invite = ClientId {
+            branch: branch.to_owned(),
+            method: Method::Invite,
+        };
+        self.layer.abandon(&invite);
         self.forget(branch);
     }
 

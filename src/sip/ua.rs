@@ -173,6 +173,7 @@ impl UserAgent {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.layer.handle_timeout(now);
         self.drain_layer(now);
+        self.calls_handle_timeout(now);
         if self.registration.is_due(now) && self.register_tx.is_none() {
             self.register(now);
         }
@@ -186,6 +187,7 @@ impl UserAgent {
             self.layer.poll_timeout(),
             self.registration.poll_timeout(),
             self.next_keepalive,
+            self.calls_timeout(),
         ]
         .into_iter()
         .flatten()
