@@ -17,7 +17,7 @@ use super::transaction::{
 };
 use rand::rngs::StdRng;
 
-use super::{random_hex, Target, Transmit};
+use super::{random_hex, Target, Transmit, Transport};
 
 /// RFC 3261 §8.1.1.7: a branch that starts so was made by a 3261 element.
 pub const BRANCH_MAGIC: &str = "z9hG4bK";
@@ -120,6 +120,7 @@ impl TransactionLayer {
     /// Starts a client transaction for `request`, whose top Via carries a
     /// fresh branch. ACK is not a transaction: use [`Self::send_stateless`].
     pub fn send_request(&mut self, now: Instant, target: Target, request: Request) -> ClientId {
+        let (target, request) = congestion_safe(target, request);
         let branch = request
             .top_via()
             .ok()
@@ -423,6 +424,29 @@ impl TransactionLayer {
     }
 }
 
+/// RFC 3261 §18.1.1: a request larger than 1300 bytes (the path MTU
+/// being unknown) must not go over UDP; it goes over TCP to the same
+/// address, with its top Via saying so. (The RFC's fall-back to UDP when
+/// the connection is refused is not made: the request fails instead.)
+pub const MAX_UDP_REQUEST: usize = 1300;
+
+fn congestion_safe(target: Target, mut request: Request) -> (Target, Request) {
+    if target.transport != Transport::Udp || request.to_bytes().len() <= MAX_UDP_REQUEST {
+        return (target, request);
+    }
+    let Ok(mut via) = request.top_via() else {
+        return (target, request);
+    };
+    via.transport = "TCP".to_owned();
+    request.headers.remove_first_value("Via");
+    request.headers.insert_first("Via", via);
+    let tcp = Target {
+        transport: Transport::Tcp,
+        ..target
+    };
+    (tcp, request)
+}
+
 /// Where responses to `request` go (RFC 3261 §18.2.2 with RFC 3581): over a
 /// stream, back on the connection; over UDP, to the source address — the
 /// `received` address with the `rport` port when the client asked for it,
@@ -494,4 +518,54 @@ pub fn response_to(req: &Request, code: u16, reason: &str, rng: &mut StdRng) -> 
         }
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::Message;
+    use std::time::Duration;
+
+    fn options(body_len: usize, branch: &str) -> Request {
+        let text = format!(
+            "OPTIONS sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:bob@x>\r\nCall-ID: big\r\nCSeq: 1 OPTIONS\r\n\
+             Content-Length: {body_len}\r\n\r\n{}",
+            "x".repeat(body_len)
+        );
+        match Message::parse(text.as_bytes()).unwrap() {
+            Message::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn requests_over_1300_bytes_go_over_tcp_with_a_tcp_via() {
+        let udp = Target {
+            transport: Transport::Udp,
+            addr: "192.0.2.2:5060".parse().unwrap(),
+        };
+        let mut layer = TransactionLayer::new(SipTimers::default());
+        let now = Instant::now();
+        layer.send_request(now, udp, options(100, "small"));
+        let t = layer.poll_transmit().unwrap();
+        assert_eq!(t.target, udp);
+        let big = layer.send_request(now, udp, options(1400, "big"));
+        let t = layer.poll_transmit().unwrap();
+        assert_eq!(t.target.transport, Transport::Tcp);
+        assert_eq!(t.target.addr, udp.addr);
+        let Ok(Message::Request(sent)) = Message::parse(&t.bytes) else {
+            panic!()
+        };
+        let via = sent.top_via().unwrap();
+        assert_eq!(via.transport, "TCP");
+        assert_eq!(via.branch(), Some("z9hG4bKbig"));
+        assert_eq!(big.branch, "z9hG4bKbig", "matched by its branch as before");
+        // Over TCP there is no retransmission.
+        layer.handle_timeout(now + Duration::from_secs(1));
+        assert!(layer
+            .poll_transmit()
+            .is_some_and(|t| t.target.transport == Transport::Udp));
+        assert!(layer.poll_transmit().is_none());
+    }
 }
