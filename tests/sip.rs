@@ -653,3 +653,96 @@ fn icephone_serve_answers_hostile_sip_with_400_or_silence_and_keeps_serving() {
         "serve stopped answering after a bad stream"
     );
 }
+
+#[test]
+fn register_and_call_over_tls_through_icephone_serve() {
+    let Some(certs) = common::test_certificates("sip_tls") else {
+        return;
+    };
+    let cert = certs.join("server.pem").display().to_string();
+    let key = certs.join("server.key").display().to_string();
+    let ca = certs.join("ca.pem").display().to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--tls-port",
+        "0",
+    ])
+    .args(["--sip-port", "0", "--sip-tls-port", "0", "--realm", REALM])
+    .args(["--tls-cert", &cert, "--tls-key", &key])
+    .args(["--user", "alice:Alice-pw1", "--user", "bob:Bob-pw2"]);
+    let mut serve = Background::spawn(&mut cmd);
+    let line = serve.wait_line("listening ", Duration::from_secs(20));
+    let port: u16 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("sips="))
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no sips= in {line:?}"));
+    let registrar = format!("sip:127.0.0.1:{port};transport=tls");
+    let mut bob = Background::spawn(&mut register_cmd(
+        &format!("sip:bob@{REALM}"),
+        "Bob-pw2",
+        &registrar,
+        &["--auto-answer", "--ca", &ca],
+    ));
+    let registered = bob.wait_line("registered ", Duration::from_secs(10));
+    assert!(registered.contains(";transport=tls"), "{registered}");
+    let (out, _) = icephone(
+        &[
+            "call",
+            &format!("sip:bob@{REALM}"),
+            "--aor",
+            &format!("sip:alice@{REALM}"),
+            "--password",
+            "Alice-pw1",
+            "--registrar",
+            &format!("sips:127.0.0.1:{port}"),
+            "--ca",
+            &ca,
+            "--hangup-after",
+            "0.5",
+        ],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("answered after"), "{stdout}");
+    bob.wait_line(
+        "call 1 ended: the other side hung up",
+        Duration::from_secs(5),
+    );
+
+    // Without our CA the server is not trusted: one clear line, exit 2.
+    let (out, took) = icephone(
+        &[
+            "register",
+            "--aor",
+            &format!("sip:alice@{REALM}"),
+            "--password",
+            "Alice-pw1",
+            "--registrar",
+            &registrar,
+        ],
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("TLS handshake") && err.contains("certificate"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let (status, stderr) = bob.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    drop(serve);
+    let _ = std::fs::remove_dir_all(certs);
+}

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 mod common;
-use common::{icephone, json, require, Background};
+use common::{icephone, json, require, test_certificates, Background};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "s3cret-Pa55";
@@ -45,6 +45,8 @@ fn start_serve_line(extra: &[&str]) -> (Background, String) {
         &format!("{USER}:{PASSWORD}"),
         "--allow-loopback-peers",
         "--sip-port",
+        "0",
+        "--sip-tls-port",
         "0",
     ])
     .args(extra);
@@ -325,56 +327,6 @@ fn our_client_against_coturn_over_udp_and_tcp() {
     );
     drop(coturn);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A test CA and a server certificate it signed for 127.0.0.1 and
-/// localhost, made with the openssl command (Debian's `openssl`). Returns
-/// the directory holding ca.pem, server.pem and server.key.
-fn test_certificates(test: &str) -> Option<std::path::PathBuf> {
-    let openssl = require("openssl", test)?;
-    let dir = std::env::temp_dir().join(format!("icephone-tls-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ext = dir.join("server.ext");
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let p = |name: &str| dir.join(name).display().to_string();
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let steps = [
-        format!(
-            "req -x509 {ec} -days 2 -subj /CN=icephone-test-CA -keyout {} -out {}",
-            p("ca.key"),
-            p("ca.pem")
-        ),
-        format!(
-            "req {ec} -subj /CN=localhost -keyout {} -out {}",
-            p("server.key"),
-            p("server.csr")
-        ),
-        format!(
-            "x509 -req -days 2 -CAcreateserial -in {} -CA {} -CAkey {} -extfile {} -out {}",
-            p("server.csr"),
-            p("ca.pem"),
-            p("ca.key"),
-            p("server.ext"),
-            p("server.pem")
-        ),
-    ];
-    // Temporary paths have no spaces, so splitting on whitespace is exact.
-    for step in steps {
-        let out = Command::new(&openssl)
-            .args(step.split_whitespace())
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {step}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Some(dir)
 }
 
 #[test]

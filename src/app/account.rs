@@ -37,6 +37,10 @@ pub struct AccountArgs {
     /// Local SIP port (UDP and TCP); 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub sip_port: u16,
+    /// For SIP over TLS: trust the CA certificates in this PEM file besides
+    /// the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Error)]
@@ -45,7 +49,7 @@ pub enum AccountError {
     BadUri { flag: &'static str, reason: String },
     #[error("--aor must name a user: sip:USER@DOMAIN")]
     NoUser,
-    #[error("--{flag}: transport {0:?} is not supported (udp or tcp)", .transport)]
+    #[error("--{flag}: transport {0:?} is not supported (udp, tcp or tls)", .transport)]
     Transport {
         flag: &'static str,
         transport: String,
@@ -57,12 +61,15 @@ pub enum AccountError {
 }
 
 /// The next hop of an account: the URI's host resolved (A/AAAA records;
-/// no NAPTR/SRV lookups), its port (5060 by default), its transport.
+/// no NAPTR/SRV lookups), its port (5060, or 5061 over TLS), its transport
+/// (TLS for a `sips:` URI).
 pub async fn resolve_hop(uri: &Uri, flag: &'static str) -> Result<Target, AccountError> {
-    let transport = match uri.transport() {
-        None => Transport::Udp,
-        Some(t) => match Transport::parse(t) {
-            Some(t @ (Transport::Udp | Transport::Tcp)) => t,
+    let transport = match (uri.transport(), &uri.scheme) {
+        (None, Scheme::Sips) => Transport::Tls,
+        (None, _) => Transport::Udp,
+        (Some(t), scheme) => match Transport::parse(t) {
+            Some(Transport::Tls) => Transport::Tls,
+            Some(t) if *scheme != Scheme::Sips => t,
             _ => {
                 return Err(AccountError::Transport {
                     flag,
@@ -71,7 +78,12 @@ pub async fn resolve_hop(uri: &Uri, flag: &'static str) -> Result<Target, Accoun
             }
         },
     };
-    let port = uri.port.unwrap_or(5060);
+    let default_port = if transport == Transport::Tls {
+        5061
+    } else {
+        5060
+    };
+    let port = uri.port.unwrap_or(default_port);
     let host = uri.host.to_string();
     let bare = host
         .trim_start_matches('[')
@@ -94,18 +106,25 @@ pub async fn resolve_hop(uri: &Uri, flag: &'static str) -> Result<Target, Accoun
     })
 }
 
+/// A `sip:` URI, or `sips:` where `secure` allows it (a registrar or
+/// proxy reached over TLS).
 pub fn parse_sip_uri(input: &str, flag: &'static str) -> Result<Uri, AccountError> {
+    parse_uri(input, flag, false)
+}
+
+fn parse_uri(input: &str, flag: &'static str, secure: bool) -> Result<Uri, AccountError> {
     let uri: Uri = input.trim().parse().map_err(|e| AccountError::BadUri {
         flag,
         reason: format!("{e} (expected sip:…)"),
     })?;
-    if !matches!(uri.scheme, Scheme::Sip) {
-        return Err(AccountError::BadUri {
+    match uri.scheme {
+        Scheme::Sip => Ok(uri),
+        Scheme::Sips if secure => Ok(uri),
+        _ => Err(AccountError::BadUri {
             flag,
-            reason: format!("{input:?} is not a sip: URI (sips: is not supported yet)"),
-        });
+            reason: format!("{input:?} is not a sip: URI"),
+        }),
     }
-    Ok(uri)
 }
 
 /// The local address that routes to `to` (no packet is sent).
@@ -126,6 +145,8 @@ pub struct Account {
     pub registrar: Uri,
     pub route: Option<Uri>,
     pub next_hop: Target,
+    /// The host the next hop was named by (what its TLS certificate names).
+    pub next_hop_host: String,
     pub credentials: DigestCredentials,
     pub expires: u32,
 }
@@ -138,7 +159,7 @@ impl AccountArgs {
             return Err(AccountError::Expires);
         }
         let registrar = match &self.registrar {
-            Some(r) => parse_sip_uri(r, "registrar")?,
+            Some(r) => parse_uri(r, "registrar", true)?,
             None => {
                 let mut r = aor.clone();
                 r.user = None;
@@ -148,14 +169,19 @@ impl AccountArgs {
                 r
             }
         };
-        let (route, next_hop) = match &self.outbound_proxy {
+        let (route, next_hop, next_hop_host) = match &self.outbound_proxy {
             Some(p) => {
-                let mut proxy = parse_sip_uri(p, "outbound-proxy")?;
+                let mut proxy = parse_uri(p, "outbound-proxy", true)?;
                 let hop = resolve_hop(&proxy, "outbound-proxy").await?;
+                let host = proxy.host.to_string();
                 proxy.set_param("lr", None);
-                (Some(proxy), hop)
+                (Some(proxy), hop, host)
             }
-            None => (None, resolve_hop(&registrar, "registrar").await?),
+            None => (
+                None,
+                resolve_hop(&registrar, "registrar").await?,
+                registrar.host.to_string(),
+            ),
         };
         Ok(Account {
             credentials: DigestCredentials {
@@ -166,6 +192,7 @@ impl AccountArgs {
             registrar,
             route,
             next_hop,
+            next_hop_host,
             expires: self.expires,
         })
     }

@@ -77,6 +77,9 @@ pub enum Command {
         /// Port of the SIP registrar and proxy (UDP and TCP); 0 picks a free one.
         #[arg(long, default_value_t = 5060)]
         sip_port: u16,
+        /// Port of SIP over TLS (with --tls-cert); 0 picks a free one.
+        #[arg(long, default_value_t = 5061)]
+        sip_tls_port: u16,
         /// Serve STUN/TURN only, no SIP.
         #[arg(long)]
         no_sip: bool,
@@ -308,6 +311,7 @@ pub fn run() -> ExitCode {
                 tls_key,
                 tls_port,
                 sip_port,
+                sip_tls_port,
                 no_sip,
                 min_expires,
             } => {
@@ -359,6 +363,7 @@ pub fn run() -> ExitCode {
                     sip: (!no_sip).then_some(crate::server::SipSettings {
                         port: sip_port,
                         min_expires,
+                        tls_port: sip_tls_port,
                     }),
                 };
                 match crate::server::run(config).await {

@@ -10,11 +10,12 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::account::{local_ip_towards, Account, AccountArgs};
-use crate::net::sip_transport::SipSockets;
+use crate::net::sip_transport::{SipSockets, SipTls};
 use crate::net::sip_ua::{spawn_user_agent, UaCommand, UaHandle};
 use crate::sip::calls::CallEnd;
 use crate::sip::registration::RegistrationEvent;
 use crate::sip::ua::{UaEvent, UserAgent};
+use crate::sip::Transport;
 
 pub struct RegisterArgs {
     pub account: AccountArgs,
@@ -48,9 +49,25 @@ pub async fn start(args: &AccountArgs, timeout: Duration) -> Result<Session, Str
     let account = args.resolve().await.map_err(|e| e.to_string())?;
     let local_ip = local_ip_towards(account.next_hop.addr)
         .map_err(|e| format!("no route to {}: {e}", account.next_hop.addr))?;
-    let (sockets, incoming) = SipSockets::bind(local_ip, args.sip_port)
+    let mut tls = SipTls::default();
+    if account.next_hop.transport == Transport::Tls {
+        let config =
+            crate::net::tls::client_config(args.ca.as_deref()).map_err(|e| format!("--ca: {e}"))?;
+        tls.client = Some(config);
+    } else if args.ca.is_some() {
+        return Err("--ca applies only to a registrar or proxy reached over TLS".into());
+    }
+    let (sockets, incoming) = SipSockets::bind_with_tls(local_ip, args.sip_port, tls)
         .await
         .map_err(|e| format!("cannot bind SIP port {}: {e}", args.sip_port))?;
+    if account.next_hop.transport == Transport::Tls {
+        let host = account
+            .next_hop_host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = crate::net::tls::server_name(host).map_err(|e| e.to_string())?;
+        sockets.set_tls_name(account.next_hop.addr, name);
+    }
     let local = sockets.local_udp().map_err(|e| e.to_string())?;
     let mut ua = UserAgent::new(account.ua_config(local), StdRng::from_os_rng());
     ua.register(Instant::now());

@@ -1,5 +1,6 @@
-//! SIP transports (RFC 3261 §18): one UDP socket and one TCP listener on the
-//! same port, and TCP connections both ways, framed by `sip::framing`.
+//! SIP transports (RFC 3261 §18, RFC 5630 for TLS): one UDP socket and one
+//! TCP listener on the same port, optionally a TLS listener on a port of its
+//! own, and TCP or TLS connections both ways, framed by `sip::framing`.
 //! Everything that arrives comes out of one channel as [`Incoming`]; the
 //! caller sends with [`SipSockets::send`], which reuses an open connection to
 //! the peer or opens one.
@@ -13,19 +14,21 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::sip::framing::{is_keepalive, Frame, StreamDecoder, PONG};
 use crate::sip::Transport;
 
-/// How long an outgoing TCP connection may take.
+/// How long an outgoing connection (with its TLS handshake) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages queued towards one connection before sends fail.
 const CONNECTION_QUEUE: usize = 64;
-/// Open TCP connections (both directions) before new ones are refused.
+/// Open connections (both directions) before new ones are refused.
 const MAX_CONNECTIONS: usize = 256;
 
 /// A message (or what claims to be one) from the network.
@@ -38,34 +41,79 @@ pub struct Incoming {
     pub bytes: Vec<u8>,
 }
 
-type Connections = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>>;
+/// TLS for SIP: a listener (a server's certificate) and/or what outgoing
+/// connections trust.
+#[derive(Clone, Default)]
+pub struct SipTls {
+    /// Accept TLS on this port (0: a free one) with this configuration.
+    pub server: Option<(Arc<rustls::ServerConfig>, u16)>,
+    pub client: Option<Arc<rustls::ClientConfig>>,
+}
+
+type Connections = Arc<Mutex<HashMap<(Transport, SocketAddr), mpsc::Sender<Vec<u8>>>>>;
+
+/// What every connection task needs.
+#[derive(Clone)]
+struct Shared {
+    connections: Connections,
+    incoming: mpsc::Sender<Incoming>,
+}
 
 pub struct SipSockets {
     udp: Arc<UdpSocket>,
     tcp_local: SocketAddr,
-    connections: Connections,
-    incoming: mpsc::Sender<Incoming>,
+    tls_local: Option<SocketAddr>,
+    tls_client: Option<TlsConnector>,
+    /// The name a TLS peer's certificate must carry, by address (its IP
+    /// address when none was given).
+    tls_names: Mutex<HashMap<SocketAddr, ServerName<'static>>>,
+    shared: Shared,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl SipSockets {
     /// UDP and TCP on `ip:port` (0: a free port, the same one for both).
     pub async fn bind(ip: IpAddr, port: u16) -> io::Result<(Self, mpsc::Receiver<Incoming>)> {
+        Self::bind_with_tls(ip, port, SipTls::default()).await
+    }
+
+    /// As [`Self::bind`], with TLS as `tls` says.
+    pub async fn bind_with_tls(
+        ip: IpAddr,
+        port: u16,
+        tls: SipTls,
+    ) -> io::Result<(Self, mpsc::Receiver<Incoming>)> {
         let (udp, listener) = bind_pair(ip, port).await?;
         let udp = Arc::new(udp);
         let tcp_local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(256);
-        let connections: Connections = Arc::default();
-        let tasks = vec![
-            tokio::spawn(udp_reader(udp.clone(), tx.clone())),
-            tokio::spawn(tcp_acceptor(listener, connections.clone(), tx.clone())),
+        let shared = Shared {
+            connections: Arc::default(),
+            incoming: tx,
+        };
+        let mut tasks = vec![
+            tokio::spawn(udp_reader(udp.clone(), shared.incoming.clone())),
+            tokio::spawn(acceptor(listener, shared.clone(), None)),
         ];
+        let mut tls_local = None;
+        if let Some((config, tls_port)) = tls.server {
+            let l = TcpListener::bind(SocketAddr::new(ip, tls_port)).await?;
+            tls_local = Some(l.local_addr()?);
+            let acceptor_tls = TlsAcceptor::from(config);
+            tasks.push(tokio::spawn(acceptor(
+                l,
+                shared.clone(),
+                Some(acceptor_tls),
+            )));
+        }
         Ok((
             SipSockets {
                 udp,
                 tcp_local,
-                connections,
-                incoming: tx,
+                tls_local,
+                tls_client: tls.client.map(TlsConnector::from),
+                tls_names: Mutex::default(),
+                shared,
                 tasks,
             },
             rx,
@@ -80,47 +128,93 @@ impl SipSockets {
         self.tcp_local
     }
 
-    /// Sends one message. Over TCP an open connection to `to` is reused,
-    /// else one is opened (and kept for what comes back).
+    pub fn local_tls(&self) -> Option<SocketAddr> {
+        self.tls_local
+    }
+
+    /// The certificate of the TLS peer at `addr` must name `name` (the
+    /// host the user typed), not its address.
+    pub fn set_tls_name(&self, addr: SocketAddr, name: ServerName<'static>) {
+        self.tls_names.lock().unwrap().insert(addr, name);
+    }
+
+    /// Sends one message. Over a stream an open connection to `to` is
+    /// reused, else one is opened (and kept for what comes back).
     pub async fn send(
         &self,
         transport: Transport,
         to: SocketAddr,
         bytes: Vec<u8>,
     ) -> io::Result<()> {
-        match transport {
-            Transport::Udp => self.udp.send_to(&bytes, to).await.map(|_| ()),
-            Transport::Tcp => {
-                let existing = self.connections.lock().unwrap().get(&to).cloned();
-                let queue = match existing {
-                    Some(q) => q,
-                    None => self.connect(to).await?,
-                };
-                queue.try_send(bytes).map_err(|_| {
-                    io::Error::new(io::ErrorKind::BrokenPipe, "TCP connection closed or full")
-                })
-            }
-            Transport::Tls => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "SIP over TLS is not supported yet",
-            )),
+        if transport == Transport::Udp {
+            return self.udp.send_to(&bytes, to).await.map(|_| ());
         }
+        let existing = self
+            .shared
+            .connections
+            .lock()
+            .unwrap()
+            .get(&(transport, to))
+            .cloned();
+        let queue = match existing {
+            Some(q) => q,
+            None => self.connect(transport, to).await?,
+        };
+        queue
+            .try_send(bytes)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "connection closed or full"))
     }
 
-    async fn connect(&self, to: SocketAddr) -> io::Result<mpsc::Sender<Vec<u8>>> {
+    async fn connect(
+        &self,
+        transport: Transport,
+        to: SocketAddr,
+    ) -> io::Result<mpsc::Sender<Vec<u8>>> {
+        let timed_out = || {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connecting to {to} timed out"),
+            )
+        };
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(to))
             .await
-            .map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("TCP connect to {to} timed out"),
-                )
-            })??;
+            .map_err(|_| timed_out())??;
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr()?;
+        if transport == Transport::Tcp {
+            return Ok(start_connection(
+                stream,
+                local,
+                to,
+                Transport::Tcp,
+                self.shared.clone(),
+            ));
+        }
+        let connector = self.tls_client.clone().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no TLS configuration for SIP over TLS",
+            )
+        })?;
+        let name = self
+            .tls_names
+            .lock()
+            .unwrap()
+            .get(&to)
+            .cloned()
+            .unwrap_or(ServerName::IpAddress(to.ip().into()));
+        let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, stream))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| {
+                io::Error::new(e.kind(), format!("TLS handshake with {to} failed: {e}"))
+            })?;
         Ok(start_connection(
-            stream,
+            tls,
+            local,
             to,
-            self.connections.clone(),
-            self.incoming.clone(),
+            Transport::Tls,
+            self.shared.clone(),
         ))
     }
 }
@@ -131,7 +225,7 @@ impl Drop for SipSockets {
             t.abort();
         }
         // Dropping the queues ends each connection's writer, then its reader.
-        self.connections.lock().unwrap().clear();
+        self.shared.connections.lock().unwrap().clear();
     }
 }
 
@@ -179,63 +273,103 @@ async fn udp_reader(socket: Arc<UdpSocket>, tx: mpsc::Sender<Incoming>) {
     }
 }
 
-async fn tcp_acceptor(listener: TcpListener, connections: Connections, tx: mpsc::Sender<Incoming>) {
+/// Accepts TCP connections, or TLS ones when `tls` is given (the handshake
+/// runs in the connection's own task, so a slow client holds up no one).
+async fn acceptor(listener: TcpListener, shared: Shared, tls: Option<TlsAcceptor>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, remote)) => {
-                if connections.lock().unwrap().len() >= MAX_CONNECTIONS {
-                    tracing::warn!(%remote, "SIP TCP connection refused: too many open");
-                    continue;
-                }
-                start_connection(stream, remote, connections.clone(), tx.clone());
-            }
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(error = %e, "SIP TCP accept failed");
+                tracing::warn!(error = %e, "SIP accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if shared.connections.lock().unwrap().len() >= MAX_CONNECTIONS {
+            tracing::warn!(%remote, "SIP connection refused: too many open");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        match tls.clone() {
+            None => {
+                start_connection(stream, local, remote, Transport::Tcp, shared.clone());
+            }
+            Some(acceptor) => {
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls)) => {
+                            start_connection(tls, local, remote, Transport::Tls, shared);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%remote, error = %e, "SIP TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%remote, "SIP TLS handshake timed out"),
+                    }
+                });
             }
         }
     }
 }
 
-fn start_connection(
-    stream: TcpStream,
+fn start_connection<S>(
+    stream: S,
+    local: SocketAddr,
     remote: SocketAddr,
-    connections: Connections,
-    tx: mpsc::Sender<Incoming>,
-) -> mpsc::Sender<Vec<u8>> {
-    let _ = stream.set_nodelay(true);
+    transport: Transport,
+    shared: Shared,
+) -> mpsc::Sender<Vec<u8>>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (queue, rx) = mpsc::channel(CONNECTION_QUEUE);
-    connections.lock().unwrap().insert(remote, queue.clone());
-    tokio::spawn(connection(
-        stream,
+    shared
+        .connections
+        .lock()
+        .unwrap()
+        .insert((transport, remote), queue.clone());
+    let link = Link {
+        local,
         remote,
-        queue.clone(),
-        rx,
-        connections,
-        tx,
-    ));
+        transport,
+    };
+    tokio::spawn(connection(stream, link, queue.clone(), rx, shared));
     queue
 }
 
-async fn connection(
-    stream: TcpStream,
+#[derive(Clone, Copy)]
+struct Link {
+    local: SocketAddr,
     remote: SocketAddr,
+    transport: Transport,
+}
+
+async fn connection<S>(
+    stream: S,
+    link: Link,
     queue: mpsc::Sender<Vec<u8>>,
     mut rx: mpsc::Receiver<Vec<u8>>,
-    connections: Connections,
-    tx: mpsc::Sender<Incoming>,
-) {
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
-    let (mut reader, mut writer) = stream.into_split();
+    shared: Shared,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let writer_task = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
                 return;
             }
+            // TLS buffers records: flush once the queue is drained.
+            if rx.is_empty() && writer.flush().await.is_err() {
+                return;
+            }
         }
     });
+    let remote = link.remote;
     let mut decoder = StreamDecoder::new();
     let mut chunk = vec![0u8; 16 * 1024];
     'read: loop {
@@ -244,19 +378,19 @@ async fn connection(
             Ok(n) => n,
         };
         if let Err(e) = decoder.push(&chunk[..n]) {
-            tracing::debug!(%remote, error = %e, "closing a SIP TCP connection that sent too much");
+            tracing::debug!(%remote, error = %e, "closing a SIP connection that sent too much");
             break;
         }
         loop {
             match decoder.next() {
                 Ok(Some(Frame::Message(bytes))) => {
                     let msg = Incoming {
-                        transport: Transport::Tcp,
-                        local,
+                        transport: link.transport,
+                        local: link.local,
                         remote,
                         bytes,
                     };
-                    if tx.send(msg).await.is_err() {
+                    if shared.incoming.send(msg).await.is_err() {
                         break 'read;
                     }
                 }
@@ -267,16 +401,17 @@ async fn connection(
                 Ok(None) => break,
                 Err(e) => {
                     // A stream that lost its framing cannot be resynchronised.
-                    tracing::debug!(%remote, error = %e, "closing a SIP TCP connection that sent garbage");
+                    tracing::debug!(%remote, error = %e, "closing a SIP connection that sent garbage");
                     break 'read;
                 }
             }
         }
     }
     {
-        let mut map = connections.lock().unwrap();
-        if map.get(&remote).is_some_and(|q| q.same_channel(&queue)) {
-            map.remove(&remote);
+        let mut map = shared.connections.lock().unwrap();
+        let key = (link.transport, remote);
+        if map.get(&key).is_some_and(|q| q.same_channel(&queue)) {
+            map.remove(&key);
         }
     }
     writer_task.abort();

@@ -67,6 +67,9 @@ pub struct SipSettings {
     pub port: u16,
     /// Shortest registration accepted (423 below).
     pub min_expires: u32,
+    /// Port of SIP over TLS, served when `ServeConfig::tls` has a
+    /// certificate; 0 picks a free one.
+    pub tls_port: u16,
 }
 
 #[derive(Clone)]
@@ -734,6 +737,10 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
                 realm: config.turn.realm.clone(),
                 users: config.turn.users.clone(),
                 min_expires: settings.min_expires,
+                tls: config
+                    .tls
+                    .as_ref()
+                    .map(|t| (t.config.clone(), settings.tls_port)),
             })
             .await
             .map_err(|source| ServeError::Bind {
@@ -755,6 +762,10 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
     if let Some(sip) = &sip {
         let addrs: Vec<String> = sip.addrs.iter().map(|a| a.to_string()).collect();
         line.push_str(&format!(" sip={}", addrs.join(",")));
+        if !sip.tls_addrs.is_empty() {
+            let tls: Vec<String> = sip.tls_addrs.iter().map(|a| a.to_string()).collect();
+            line.push_str(&format!(" sips={}", tls.join(",")));
+        }
     }
     println!("{line}");
     println!(

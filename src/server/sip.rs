@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::rngs::StdRng;
@@ -14,7 +15,7 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::net::sip_transport::{Incoming, SipSockets};
+use crate::net::sip_transport::{Incoming, SipSockets, SipTls};
 use crate::sip::proxy::{Proxy, ProxyConfig, ProxyStats};
 use crate::sip::registrar::RegistrarConfig;
 use crate::sip::{Target, Transport};
@@ -27,11 +28,15 @@ pub struct SipServerConfig {
     pub users: HashMap<String, String>,
     /// Shortest registration accepted (423 below).
     pub min_expires: u32,
+    /// SIP over TLS on this port (0: a free one) with this certificate.
+    pub tls: Option<(Arc<rustls::ServerConfig>, u16)>,
 }
 
 pub struct SipServer {
     /// One address per listen IP; UDP and TCP share it.
     pub addrs: Vec<SocketAddr>,
+    /// The TLS listeners, one per listen IP.
+    pub tls_addrs: Vec<SocketAddr>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<ProxyStats>,
 }
@@ -41,11 +46,19 @@ impl SipServer {
         let mut sockets = Vec::new();
         let (tx, rx) = mpsc::channel(1024);
         let mut port = config.port;
+        let mut tls = config.tls.clone();
         let mut forwarders = Vec::new();
         for ip in &config.listen {
-            let (s, mut incoming) = SipSockets::bind(*ip, port).await?;
-            // The first address's port, again for the others.
+            let setup = SipTls {
+                server: tls.clone(),
+                client: None,
+            };
+            let (s, mut incoming) = SipSockets::bind_with_tls(*ip, port, setup).await?;
+            // The first address's ports, again for the others.
             port = s.local_udp()?.port();
+            if let (Some((_, tls_port)), Some(a)) = (tls.as_mut(), s.local_tls()) {
+                *tls_port = a.port();
+            }
             let tx = tx.clone();
             forwarders.push(tokio::spawn(async move {
                 while let Some(m) = incoming.recv().await {
@@ -60,7 +73,8 @@ impl SipServer {
             .iter()
             .map(|s| s.local_udp())
             .collect::<io::Result<_>>()?;
-        let local: Vec<Target> = addrs
+        let tls_addrs: Vec<SocketAddr> = sockets.iter().filter_map(|s| s.local_tls()).collect();
+        let mut local: Vec<Target> = addrs
             .iter()
             .flat_map(|a| {
                 [Transport::Udp, Transport::Tcp].map(|transport| Target {
@@ -69,12 +83,21 @@ impl SipServer {
                 })
             })
             .collect();
+        local.extend(tls_addrs.iter().map(|a| Target {
+            transport: Transport::Tls,
+            addr: *a,
+        }));
         let mut registrar = RegistrarConfig::new(&config.realm, config.users);
         registrar.min_expires = config.min_expires;
         let proxy = Proxy::new(ProxyConfig::new(registrar, local), StdRng::from_os_rng());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(proxy, sockets, rx, stopped, forwarders));
-        Ok(SipServer { addrs, stop, task })
+        Ok(SipServer {
+            addrs,
+            tls_addrs,
+            stop,
+            task,
+        })
     }
 
     /// Stops serving; returns the proxy's counters.

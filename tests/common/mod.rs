@@ -160,3 +160,53 @@ impl Drop for Background {
         let _ = self.child.wait();
     }
 }
+
+/// A test CA and a server certificate it signed for 127.0.0.1 and
+/// localhost, made with the openssl command (Debian's `openssl`). Returns
+/// the directory holding ca.pem, server.pem and server.key.
+pub fn test_certificates(test: &str) -> Option<std::path::PathBuf> {
+    let openssl = require("openssl", test)?;
+    let dir = std::env::temp_dir().join(format!("icephone-tls-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let p = |name: &str| dir.join(name).display().to_string();
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let steps = [
+        format!(
+            "req -x509 {ec} -days 2 -subj /CN=icephone-test-CA -keyout {} -out {}",
+            p("ca.key"),
+            p("ca.pem")
+        ),
+        format!(
+            "req {ec} -subj /CN=localhost -keyout {} -out {}",
+            p("server.key"),
+            p("server.csr")
+        ),
+        format!(
+            "x509 -req -days 2 -CAcreateserial -in {} -CA {} -CAkey {} -extfile {} -out {}",
+            p("server.csr"),
+            p("ca.pem"),
+            p("ca.key"),
+            p("server.ext"),
+            p("server.pem")
+        ),
+    ];
+    // Temporary paths have no spaces, so splitting on whitespace is exact.
+    for step in steps {
+        let out = Command::new(&openssl)
+            .args(step.split_whitespace())
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {step}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Some(dir)
+}
