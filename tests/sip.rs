@@ -746,3 +746,57 @@ fn register_and_call_over_tls_through_icephone_serve() {
     drop(serve);
     let _ = std::fs::remove_dir_all(certs);
 }
+
+#[test]
+fn register_takes_its_account_from_a_config_file() {
+    let serve = Serve::start();
+    let dir = std::env::temp_dir().join(format!("icephone-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("icephone.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[account]]\naor = \"sip:carol@{REALM}\"\npassword_command = \"echo Carol-pw3\"\n\
+             registrar = \"{}\"\nexpires = 120\n",
+            serve.registrar("tcp")
+        ),
+    )
+    .unwrap();
+    let config = file.display().to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
+    cmd.args(["register", "--config", &config]);
+    let mut ua = Background::spawn(&mut cmd);
+    let line = ua.wait_line("registered ", Duration::from_secs(10));
+    assert!(
+        line.starts_with(&format!("registered sip:carol@{REALM}")),
+        "{line}"
+    );
+    assert!(
+        line.contains(";transport=tcp") && line.contains("expires=120"),
+        "{line}"
+    );
+    let (status, stderr) = ua.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+
+    // A flag overrides its field: a wrong --password fails.
+    let (out, _) = icephone(
+        &["register", "--config", &config, "--password", "nope"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    // An unknown key is one line naming the file and the line.
+    std::fs::write(
+        &file,
+        "[[account]]\naor = \"sip:carol@x\"\nregistrar_port = 5\n",
+    )
+    .unwrap();
+    let (out, _) = icephone(&["register", "--config", &config], Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{config}, line 3")) && err.contains("registrar_port"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -16,12 +16,16 @@ use crate::sip::{Target, Transport};
 
 #[derive(Args, Clone, Debug)]
 pub struct AccountArgs {
-    /// Address of record: sip:USER@DOMAIN.
+    /// Configuration file (default: ~/.config/icephone/icephone.toml when
+    /// it exists); the flags below override its account.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Address of record: sip:USER@DOMAIN (default: the config's first account).
     #[arg(long)]
-    pub aor: String,
+    pub aor: Option<String>,
     /// Password for digest authentication.
     #[arg(long, env = "ICEPHONE_PASSWORD", hide_env_values = true)]
-    pub password: String,
+    pub password: Option<String>,
     /// Authentication user name, when it differs from the AOR's user.
     #[arg(long)]
     pub auth_user: Option<String>,
@@ -31,12 +35,12 @@ pub struct AccountArgs {
     /// Send every request through this proxy: sip:HOST[:PORT][;transport=udp|tcp].
     #[arg(long)]
     pub outbound_proxy: Option<String>,
-    /// Registration lifetime to ask for, in seconds.
-    #[arg(long, default_value_t = 3600)]
-    pub expires: u32,
-    /// Local SIP port (UDP and TCP); 0 picks a free one.
-    #[arg(long, default_value_t = 0)]
-    pub sip_port: u16,
+    /// Registration lifetime to ask for, in seconds [default: 3600].
+    #[arg(long)]
+    pub expires: Option<u32>,
+    /// Local SIP port (UDP and TCP); 0 picks a free one [default: 0].
+    #[arg(long)]
+    pub sip_port: Option<u16>,
     /// For SIP over TLS: trust the CA certificates in this PEM file besides
     /// the system's.
     #[arg(long, value_name = "FILE")]
@@ -58,6 +62,12 @@ pub enum AccountError {
     Resolve { host: String, reason: String },
     #[error("--expires must be at least 1 second")]
     Expires,
+    #[error("no account: give --aor, or an [[account]] in the config file")]
+    NoAccount,
+    #[error("no password for {0}: give --password (or ICEPHONE_PASSWORD), or password or password_command in the config file")]
+    NoPassword(String),
+    #[error(transparent)]
+    Config(#[from] super::config::ConfigError),
 }
 
 /// The next hop of an account: the URI's host resolved (A/AAAA records;
@@ -141,6 +151,10 @@ pub fn local_ip_towards(to: SocketAddr) -> std::io::Result<IpAddr> {
 
 /// Everything the UA needs, but the local port (known once bound).
 pub struct Account {
+    /// The local SIP port to bind (0: a free one).
+    pub sip_port: u16,
+    /// Extra CA certificates for a TLS next hop.
+    pub ca: Option<std::path::PathBuf>,
     pub aor: Uri,
     pub registrar: Uri,
     pub route: Option<Uri>,
@@ -152,13 +166,43 @@ pub struct Account {
 }
 
 impl AccountArgs {
+    /// The flags over the configuration file's account.
+    pub fn merged(&self) -> Result<AccountArgs, AccountError> {
+        let config = super::config::Config::find(self.config.as_deref())?;
+        let Some(file) = config.account(self.aor.as_deref()) else {
+            return Ok(self.clone());
+        };
+        let password = match &self.password {
+            Some(p) => Some(p.clone()),
+            None => file.password()?,
+        };
+        Ok(AccountArgs {
+            config: self.config.clone(),
+            aor: Some(self.aor.clone().unwrap_or_else(|| file.aor.clone())),
+            password,
+            auth_user: self.auth_user.clone().or(file.auth_user.clone()),
+            registrar: self.registrar.clone().or(file.registrar.clone()),
+            outbound_proxy: self.outbound_proxy.clone().or(file.outbound_proxy.clone()),
+            expires: self.expires.or(file.expires),
+            sip_port: self.sip_port.or(file.sip_port),
+            ca: self.ca.clone().or(file.ca.clone()),
+        })
+    }
+
     pub async fn resolve(&self) -> Result<Account, AccountError> {
-        let aor = parse_sip_uri(&self.aor, "aor")?;
+        let args = self.merged()?;
+        let aor_text = args.aor.as_deref().ok_or(AccountError::NoAccount)?;
+        let aor = parse_sip_uri(aor_text, "aor")?;
         let user = aor.user.clone().ok_or(AccountError::NoUser)?;
-        if self.expires == 0 {
+        let password = args
+            .password
+            .clone()
+            .ok_or_else(|| AccountError::NoPassword(aor_text.to_owned()))?;
+        let expires = args.expires.unwrap_or(3600);
+        if expires == 0 {
             return Err(AccountError::Expires);
         }
-        let registrar = match &self.registrar {
+        let registrar = match &args.registrar {
             Some(r) => parse_uri(r, "registrar", true)?,
             None => {
                 let mut r = aor.clone();
@@ -169,7 +213,7 @@ impl AccountArgs {
                 r
             }
         };
-        let (route, next_hop, next_hop_host) = match &self.outbound_proxy {
+        let (route, next_hop, next_hop_host) = match &args.outbound_proxy {
             Some(p) => {
                 let mut proxy = parse_uri(p, "outbound-proxy", true)?;
                 let hop = resolve_hop(&proxy, "outbound-proxy").await?;
@@ -185,15 +229,17 @@ impl AccountArgs {
         };
         Ok(Account {
             credentials: DigestCredentials {
-                username: self.auth_user.clone().unwrap_or(user),
-                password: self.password.clone(),
+                username: args.auth_user.clone().unwrap_or(user),
+                password,
             },
+            sip_port: args.sip_port.unwrap_or(0),
+            ca: args.ca.clone(),
             aor,
             registrar,
             route,
             next_hop,
             next_hop_host,
-            expires: self.expires,
+            expires,
         })
     }
 }

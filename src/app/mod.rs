@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_sip;
 pub mod call;
 pub mod cli;
+pub mod config;
 pub mod demo;
 pub mod nat_check;
 pub mod register;

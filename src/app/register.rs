@@ -51,15 +51,15 @@ pub async fn start(args: &AccountArgs, timeout: Duration) -> Result<Session, Str
         .map_err(|e| format!("no route to {}: {e}", account.next_hop.addr))?;
     let mut tls = SipTls::default();
     if account.next_hop.transport == Transport::Tls {
-        let config =
-            crate::net::tls::client_config(args.ca.as_deref()).map_err(|e| format!("--ca: {e}"))?;
+        let config = crate::net::tls::client_config(account.ca.as_deref())
+            .map_err(|e| format!("--ca: {e}"))?;
         tls.client = Some(config);
-    } else if args.ca.is_some() {
+    } else if account.ca.is_some() {
         return Err("--ca applies only to a registrar or proxy reached over TLS".into());
     }
-    let (sockets, incoming) = SipSockets::bind_with_tls(local_ip, args.sip_port, tls)
+    let (sockets, incoming) = SipSockets::bind_with_tls(local_ip, account.sip_port, tls)
         .await
-        .map_err(|e| format!("cannot bind SIP port {}: {e}", args.sip_port))?;
+        .map_err(|e| format!("cannot bind SIP port {}: {e}", account.sip_port))?;
     if account.next_hop.transport == Transport::Tls {
         let host = account
             .next_hop_host

@@ -1,0 +1,229 @@
+//! The configuration file (`config/icephone.toml` is the annotated
+//! example): the SIP accounts for now; ICE, audio and `serve` sections
+//! join it with the phone. A key we do not know is an error naming its
+//! line, never a silent default. Command-line flags override the file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default, rename = "account")]
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// One `[[account]]` table.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub aor: String,
+    pub password: Option<String>,
+    /// A shell command whose first line of output is the password (a
+    /// password manager), so the file need not hold it.
+    pub password_command: Option<String>,
+    pub auth_user: Option<String>,
+    pub registrar: Option<String>,
+    pub outbound_proxy: Option<String>,
+    pub expires: Option<u32>,
+    pub sip_port: Option<u16>,
+    pub ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for AccountConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The password never reaches a log.
+        f.debug_struct("AccountConfig")
+            .field("aor", &self.aor)
+            .field("registrar", &self.registrar)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}, line {line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("password_command of {aor} failed: {reason}")]
+    PasswordCommand { aor: String, reason: String },
+}
+
+impl Config {
+    /// Reads `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                message: e.message().trim().to_owned(),
+            }
+        })
+    }
+
+    /// The file `--config` names, or the user's own if there is one
+    /// (`$XDG_CONFIG_HOME/icephone/icephone.toml`, else
+    /// `~/.config/icephone/icephone.toml`); no file at the default place is
+    /// an empty configuration.
+    pub fn find(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        if let Some(path) = explicit {
+            return Self::load(path);
+        }
+        match default_path() {
+            Some(path) if path.is_file() => Self::load(&path),
+            _ => Ok(Config::default()),
+        }
+    }
+
+    /// The account for `aor` (as the user typed it), or the first one.
+    pub fn account(&self, aor: Option<&str>) -> Option<&AccountConfig> {
+        match aor {
+            Some(aor) => self.accounts.iter().find(|a| a.aor.trim() == aor.trim()),
+            None => self.accounts.first(),
+        }
+    }
+}
+
+pub fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("icephone").join("icephone.toml"))
+}
+
+impl AccountConfig {
+    /// The password: the `password` key, else the first line the
+    /// `password_command` prints.
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(p) = &self.password {
+            return Ok(Some(p.clone()));
+        }
+        let Some(cmd) = &self.password_command else {
+            return Ok(None);
+        };
+        let failed = |reason: String| ConfigError::PasswordCommand {
+            aor: self.aor.clone(),
+            reason,
+        };
+        let out = Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .map_err(|e| failed(e.to_string()))?;
+        if !out.status.success() {
+            // Its output is not shown: it may hold the secret.
+            return Err(failed(format!("it exited with {}", out.status)));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.lines().next().map(str::trim) {
+            Some(p) if !p.is_empty() => Ok(Some(p.to_owned())),
+            _ => Err(failed("it printed nothing".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn accounts_parse_and_are_found_by_aor() {
+        let c = parse(
+            "[[account]]\naor = \"sip:alice@example.org\"\npassword = \"pw\"\nexpires = 600\n\n\
+             [[account]]\naor = \"sip:bob@example.org\"\nregistrar = \"sip:10.0.0.1;transport=tcp\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.accounts.len(), 2);
+        assert_eq!(c.account(None).unwrap().aor, "sip:alice@example.org");
+        let bob = c.account(Some("sip:bob@example.org")).unwrap();
+        assert_eq!(bob.registrar.as_deref(), Some("sip:10.0.0.1;transport=tcp"));
+        assert!(c.account(Some("sip:carol@example.org")).is_none());
+        assert!(!format!("{:?}", c.accounts[0]).contains("pw\""));
+    }
+
+    #[test]
+    fn an_unknown_key_names_its_line() {
+        let err = parse("[[account]]\naor = \"sip:a@b\"\n\npasword = \"typo\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("test.toml, line 4:"), "{text}");
+        assert!(text.contains("pasword"), "{text}");
+        let err = parse("[accounts]\n").unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("accounts"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_syntax_name_their_line() {
+        let err = parse("[[account]]\naor = \"sip:a@b\"\nexpires = \"soon\"\n").unwrap_err();
+        assert!(err.to_string().contains("line 3"), "{err}");
+        let err = parse("[[account]]\naor = sip:a@b\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = parse("[[account]]\npassword = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("aor"), "{err}");
+    }
+
+    #[test]
+    fn password_command_gives_its_first_line_and_failures_hide_output() {
+        let mut a = AccountConfig {
+            aor: "sip:a@b".into(),
+            password_command: Some("printf 'from-cmd\\nignored\\n'".into()),
+            ..Default::default()
+        };
+        assert_eq!(a.password().unwrap().as_deref(), Some("from-cmd"));
+        a.password_command = Some("echo secret-output; exit 3".into());
+        let err = a.password().unwrap_err().to_string();
+        assert!(
+            err.contains("exit status: 3") && !err.contains("secret-output"),
+            "{err}"
+        );
+        a.password = Some("direct".into());
+        assert_eq!(a.password().unwrap().as_deref(), Some("direct"));
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error_naming_it() {
+        let err = Config::find(Some(Path::new("/nonexistent/icephone.toml"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/icephone.toml"));
+    }
+}
+
+#[cfg(test)]
+mod example {
+    use super::*;
+
+    /// The shipped example is a valid configuration.
+    #[test]
+    fn the_annotated_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/icephone.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.accounts.len(), 1);
+        assert_eq!(c.accounts[0].aor, "sip:alice@example.org");
+        assert_eq!(c.accounts[0].expires, Some(3600));
+    }
+}
