@@ -38,6 +38,14 @@ pub enum CallEnd {
     NoAck,
 }
 
+/// The requests a call sends in transactions of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CallRequest {
+    Invite,
+    Bye,
+    ReInvite,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// INVITE sent or received, nothing else yet.
@@ -244,43 +252,45 @@ impl UserAgent {
         true
     }
 
+    /// Which call, and which of its requests, a client transaction is.
+    fn call_of(&self, id: &ClientId) -> Option<(CallHandle, CallRequest)> {
+        self.calls.iter().find_map(|(&handle, c)| {
+            let which = if c.invite_client.as_ref() == Some(id) {
+                CallRequest::Invite
+            } else if c.end_client.as_ref() == Some(id) {
+                CallRequest::Bye
+            } else if c.reinvite_client.as_ref().is_some_and(|(r, _)| r == id) {
+                CallRequest::ReInvite
+            } else {
+                return None;
+            };
+            Some((handle, which))
+        })
+    }
+
     /// A response to one of the calls' transactions; false when not theirs.
     pub(super) fn call_response(&mut self, now: Instant, id: &ClientId, resp: &Response) -> bool {
-        let Some((&handle, c)) = self.calls.iter_mut().find(|(_, c)| {
-            c.invite_client.as_ref() == Some(id)
-                || c.end_client.as_ref() == Some(id)
-                || c.reinvite_client.as_ref().is_some_and(|(r, _)| r == id)
-        }) else {
+        let Some((handle, which)) = self.call_of(id) else {
             return false;
         };
-        if c.invite_client.as_ref() == Some(id) {
-            self.on_invite_response(now, handle, resp);
-        } else if c.end_client.as_ref() == Some(id) {
-            if resp.code >= 200 {
-                self.end_call(handle, CallEnd::Local);
-            }
-        } else {
-            self.on_reinvite_response(now, handle, resp);
+        match which {
+            CallRequest::Invite => self.on_invite_response(now, handle, resp),
+            CallRequest::Bye if resp.code >= 200 => self.end_call(handle, CallEnd::Local),
+            CallRequest::Bye => {}
+            CallRequest::ReInvite => self.on_reinvite_response(now, handle, resp),
         }
         true
     }
 
+    /// One of the calls' transactions got no final answer. A lost
+    /// re-INVITE ends the session too (§14.1 leaves the choice).
     pub(super) fn call_timeout(&mut self, id: &ClientId) -> bool {
-        let Some((&handle, c)) = self.calls.iter_mut().find(|(_, c)| {
-            c.invite_client.as_ref() == Some(id)
-                || c.end_client.as_ref() == Some(id)
-                || c.reinvite_client.as_ref().is_some_and(|(r, _)| r == id)
-        }) else {
+        let Some((handle, which)) = self.call_of(id) else {
             return false;
         };
-        if c.reinvite_client.as_ref().is_some_and(|(r, _)| r == id) {
-            // A lost re-INVITE ends the session (§14.1 leaves the choice).
-            c.reinvite_client = None;
-        }
-        let end = if c.end_client.as_ref() == Some(id) {
-            CallEnd::Local
-        } else {
-            CallEnd::TimedOut
+        let end = match which {
+            CallRequest::Bye => CallEnd::Local,
+            CallRequest::Invite | CallRequest::ReInvite => CallEnd::TimedOut,
         };
         self.end_call(handle, end);
         true

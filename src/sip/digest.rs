@@ -118,13 +118,9 @@ impl DigestChallenge {
         scheme: &str,
         param: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Self, DigestError> {
-        if !scheme.eq_ignore_ascii_case("Digest") {
-            return Err(DigestError::NotDigest(scheme.to_owned()));
-        }
+        let algorithm = digest_algorithm(scheme, &param)?;
         let realm = param("realm").ok_or(DigestError::Missing("realm"))?;
         let nonce = param("nonce").ok_or(DigestError::Missing("nonce"))?;
-        let algorithm = DigestAlgorithm::parse(param("algorithm"))
-            .ok_or_else(|| DigestError::Algorithm(param("algorithm").unwrap_or("").to_owned()))?;
         let qop_auth = match param("qop") {
             None => false,
             Some(list) => {
@@ -235,12 +231,8 @@ impl DigestResponse {
         scheme: &str,
         param: impl Fn(&str) -> Option<&'a str>,
     ) -> Result<Self, DigestError> {
-        if !scheme.eq_ignore_ascii_case("Digest") {
-            return Err(DigestError::NotDigest(scheme.to_owned()));
-        }
+        let algorithm = digest_algorithm(scheme, &param)?;
         let get = |name: &'static str| param(name).ok_or(DigestError::Missing(name));
-        let algorithm = DigestAlgorithm::parse(param("algorithm"))
-            .ok_or_else(|| DigestError::Algorithm(param("algorithm").unwrap_or("").to_owned()))?;
         let qop = match param("qop") {
             None => None,
             Some(q) if q.eq_ignore_ascii_case("auth") => {
@@ -284,6 +276,20 @@ impl DigestResponse {
         }
         v
     }
+}
+
+/// The algorithm of a Digest challenge or answer; anything but Digest is
+/// refused.
+fn digest_algorithm<'a>(
+    scheme: &str,
+    param: &impl Fn(&str) -> Option<&'a str>,
+) -> Result<DigestAlgorithm, DigestError> {
+    if !scheme.eq_ignore_ascii_case("Digest") {
+        return Err(DigestError::NotDigest(scheme.to_owned()));
+    }
+    let token = param("algorithm");
+    DigestAlgorithm::parse(token)
+        .ok_or_else(|| DigestError::Algorithm(token.unwrap_or("").to_owned()))
 }
 
 #[allow(clippy::too_many_arguments)]
