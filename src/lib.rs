@@ -7,6 +7,7 @@
 pub mod app;
 pub mod ice;
 pub mod net;
+pub mod sdp;
 pub mod server;
 pub mod sim;
 pub mod sip;
