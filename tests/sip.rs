@@ -405,12 +405,31 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Optio
     for line in [
         "180 Ringing",
         "answered after",
+        "ice connected in",
         "call ended: hung up here",
         "unregistered",
     ] {
         assert!(stdout.contains(line), "no {line:?} in {stdout}");
     }
-    bob.wait_line("call 1 confirmed", Duration::from_secs(5));
+    // ICE ran over the addresses the SDP carried, and both ends selected
+    // the same pair: "ice connected in N ms: host A -> host B".
+    let pair = |line: &str| -> (String, String) {
+        let rest = line.split(": ").nth(1).unwrap_or_default();
+        let (l, r) = rest.split_once(" -> ").unwrap_or_default();
+        (l.to_owned(), r.to_owned())
+    };
+    let ours = stdout
+        .lines()
+        .find(|l| l.starts_with("ice connected in"))
+        .map(pair)
+        .unwrap();
+    assert!(ours.0.starts_with("host 127.0.0.1:"), "{ours:?}");
+    let bob_lines = bob.wait_lines(
+        &["call 1 confirmed", "call 1 ice connected in"],
+        Duration::from_secs(10),
+    );
+    let theirs = pair(&bob_lines[1]);
+    assert_eq!(ours, (theirs.1, theirs.0), "{stdout}");
     bob.wait_line(
         "call 1 ended: the other side hung up",
         Duration::from_secs(5),

@@ -2,18 +2,19 @@
 //! call for `--hangup-after` seconds or until Ctrl-C / the far end hangs
 //! up, hang up, unregister.
 //!
-//! The session description is a placeholder until calls carry media (SDP
-//! offer/answer with ICE and Opus is the call layer's next step): it offers
-//! one inactive audio stream, which any UA can answer.
+//! The offer carries our ICE candidates (`call::CallMedia`); once the
+//! answer arrives ICE runs its checks and the selected pair is printed.
+//! Audio over that pair is the media path's next step.
 
-use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::account::{parse_sip_uri, AccountArgs};
-use super::register::{describe, finish, start};
+use super::register::{describe, describe_pair, finish, start};
+use crate::call::media::SelectedPair;
+use crate::call::{CallMedia, MediaError};
 use crate::net::sip_ua::UaCommand;
 use crate::sip::ua::UaEvent;
 
@@ -23,16 +24,6 @@ pub struct CallArgs {
     pub timeout: Duration,
     /// Hang up this long after the answer; `None`: stay until Ctrl-C.
     pub hangup_after: Option<Duration>,
-}
-
-/// An SDP offer with one inactive audio stream (RFC 4566, RFC 3264 §5.1).
-pub fn placeholder_sdp(ip: IpAddr) -> Vec<u8> {
-    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    format!(
-        "v=0\r\no=icephone 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
-         m=audio 9 RTP/AVP 0\r\na=inactive\r\n"
-    )
-    .into_bytes()
 }
 
 pub async fn run(args: CallArgs) -> ExitCode {
@@ -58,8 +49,16 @@ pub async fn run(args: CallArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut media = match CallMedia::start(session.local_ip, true, &session.options).await {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let _ = finish(session).await;
+            return ExitCode::from(2);
+        }
+    };
     let (reply, handle) = oneshot::channel();
-    let body = placeholder_sdp(session.local_ip);
+    let body = media.offer();
     println!("calling {to}");
     let sent = Instant::now();
     let _ = session.handle.commands.send(UaCommand::Invite {
@@ -94,8 +93,19 @@ pub async fn run(args: CallArgs) -> ExitCode {
             }
             event = session.handle.events.recv() => match event {
                 Some(UaEvent::CallProgress { code, reason, .. }) => println!("{code} {reason}"),
-                Some(UaEvent::CallAnswered { .. }) => {
+                Some(UaEvent::CallAnswered { body, .. }) => {
                     println!("answered after {} ms", sent.elapsed().as_millis());
+                    match connect(&mut media, &body).await {
+                        Ok(pair) => println!("{}", describe_pair(&pair)),
+                        Err(e) => {
+                            println!("{e}");
+                            if !matches!(e, MediaError::NoIce(_)) {
+                                outcome = ExitCode::from(1);
+                                hung_up = true;
+                                let _ = session.handle.commands.send(UaCommand::Hangup(call));
+                            }
+                        }
+                    }
                     hangup_at = args.hangup_after.map(|d| tokio::time::Instant::now() + d);
                 }
                 Some(UaEvent::CallEnded { end, .. }) => {
@@ -119,4 +129,10 @@ pub async fn run(args: CallArgs) -> ExitCode {
     } else {
         outcome
     }
+}
+
+/// Reads the callee's answer and waits for ICE to select a pair.
+async fn connect(media: &mut CallMedia, answer: &[u8]) -> Result<SelectedPair, MediaError> {
+    media.apply_answer(answer)?;
+    media.connected(Duration::from_secs(15)).await
 }

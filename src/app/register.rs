@@ -2,6 +2,7 @@
 //! SIGTERM, then unregister. With `--auto-answer` it also takes calls.
 //! The start and the end of a session are shared with `icephone call`.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -12,7 +13,12 @@ use rand::SeedableRng;
 use super::account::{local_ip_towards, Account, AccountArgs};
 use crate::net::sip_transport::{SipSockets, SipTls};
 use crate::net::sip_ua::{spawn_user_agent, UaCommand, UaHandle};
-use crate::sip::calls::CallEnd;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::call::media::SelectedPair;
+use crate::call::{CallMedia, MediaOptions};
+use crate::sip::calls::{CallEnd, CallHandle};
 use crate::sip::registration::RegistrationEvent;
 use crate::sip::ua::{UaEvent, UserAgent};
 use crate::sip::Transport;
@@ -30,6 +36,7 @@ pub struct Session {
     pub account: Account,
     pub handle: UaHandle,
     pub local_ip: IpAddr,
+    pub options: MediaOptions,
 }
 
 pub async fn run(args: RegisterArgs) -> ExitCode {
@@ -83,6 +90,7 @@ pub async fn start(args: &AccountArgs, timeout: Duration) -> Result<Session, Str
                 account,
                 handle,
                 local_ip,
+                options: MediaOptions::default(),
             });
         }
         Ok(Some(UaEvent::Registration(RegistrationEvent::Failed { error, .. }))) => {
@@ -102,11 +110,25 @@ pub async fn start(args: &AccountArgs, timeout: Duration) -> Result<Session, Str
 async fn serve_until_signal(mut session: Session, auto_answer: bool) -> ExitCode {
     let stop = crate::net::shutdown_signal();
     tokio::pin!(stop);
+    // The media of each answered call lives in a task of its own.
+    let mut media: HashMap<CallHandle, JoinHandle<()>> = HashMap::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
             event = session.handle.events.recv() => match event {
-                Some(event) => on_event(&session, event, auto_answer),
+                Some(UaEvent::IncomingCall { call, from, body }) if auto_answer => {
+                    println!("incoming call {} from {from}: answering", call.0);
+                    let commands = session.handle.commands.clone();
+                    let task = answer_call(commands, call, body, session.local_ip, session.options.clone());
+                    media.insert(call, tokio::spawn(task));
+                }
+                Some(UaEvent::CallEnded { call, end }) => {
+                    if let Some(task) = media.remove(&call) {
+                        task.abort();
+                    }
+                    println!("call {} ended: {}", call.0, describe(&end));
+                }
+                Some(event) => on_event(&session, event),
                 None => {
                     eprintln!("error: the SIP user agent stopped");
                     return ExitCode::from(2);
@@ -114,10 +136,64 @@ async fn serve_until_signal(mut session: Session, auto_answer: bool) -> ExitCode
             },
         }
     }
+    for (_, task) in media {
+        task.abort();
+    }
     finish(session).await
 }
 
-fn on_event(session: &Session, event: UaEvent, auto_answer: bool) {
+/// Answers one call: ICE on a socket of its own, our SDP answer in a 200
+/// (or a 488 naming what in the offer we cannot use), then the checks.
+async fn answer_call(
+    commands: mpsc::UnboundedSender<UaCommand>,
+    call: CallHandle,
+    offer: Vec<u8>,
+    local_ip: IpAddr,
+    options: MediaOptions,
+) {
+    let mut media = match CallMedia::start(local_ip, false, &options).await {
+        Ok(m) => m,
+        Err(e) => {
+            println!("call {}: cannot start media: {e}", call.0);
+            let _ = commands.send(UaCommand::Reject {
+                call,
+                code: 500,
+                reason: e.to_string(),
+            });
+            return;
+        }
+    };
+    let answer = match media.answer(&offer) {
+        Ok(a) => a,
+        Err(e) => {
+            println!("call {}: refusing the offer: {e}", call.0);
+            let _ = commands.send(UaCommand::Reject {
+                call,
+                code: 488,
+                reason: e.to_string(),
+            });
+            return;
+        }
+    };
+    let _ = commands.send(UaCommand::Answer {
+        call,
+        code: 180,
+        body: Vec::new(),
+    });
+    let _ = commands.send(UaCommand::Answer {
+        call,
+        code: 200,
+        body: answer,
+    });
+    match media.connected(Duration::from_secs(15)).await {
+        Ok(pair) => println!("call {} {}", call.0, describe_pair(&pair)),
+        Err(e) => println!("call {}: {e}", call.0),
+    }
+    // The socket and ICE (consent) live until the call ends.
+    std::future::pending::<()>().await;
+}
+
+fn on_event(session: &Session, event: UaEvent) {
     let commands = &session.handle.commands;
     match event {
         UaEvent::Registration(RegistrationEvent::Registered { contact, expires }) => {
@@ -128,20 +204,6 @@ fn on_event(session: &Session, event: UaEvent, auto_answer: bool) {
                 .map(|d| format!("; retrying in {} s", d.as_secs()))
                 .unwrap_or_default();
             eprintln!("registration failed: {error}{retry}");
-        }
-        UaEvent::IncomingCall { call, from, .. } if auto_answer => {
-            println!("incoming call {} from {from}: answering", call.0);
-            let body = super::call::placeholder_sdp(session.local_ip);
-            let _ = commands.send(UaCommand::Answer {
-                call,
-                code: 180,
-                body: Vec::new(),
-            });
-            let _ = commands.send(UaCommand::Answer {
-                call,
-                code: 200,
-                body,
-            });
         }
         UaEvent::IncomingCall { call, from, .. } => {
             println!(
@@ -155,16 +217,14 @@ fn on_event(session: &Session, event: UaEvent, auto_answer: bool) {
             });
         }
         UaEvent::ReInvite { call, .. } => {
-            // Until media exists the session stays as it was.
-            let body = super::call::placeholder_sdp(session.local_ip);
-            let _ = commands.send(UaCommand::Answer {
+            // Hold, resume and ICE restart come with the media path.
+            let _ = commands.send(UaCommand::Reject {
                 call,
-                code: 200,
-                body,
+                code: 488,
+                reason: "session changes are not supported yet".into(),
             });
         }
         UaEvent::CallConfirmed { call } => println!("call {} confirmed", call.0),
-        UaEvent::CallEnded { call, end } => println!("call {} ended: {}", call.0, describe(&end)),
         other => tracing::debug!(?other, "UA event"),
     }
 }
@@ -205,4 +265,16 @@ pub fn describe(end: &CallEnd) -> String {
         CallEnd::TimedOut => "no answer (timeout)".into(),
         CallEnd::NoAck => "the caller never confirmed (no ACK)".into(),
     }
+}
+
+/// "ice connected in 12 ms: host 127.0.0.1:5000 -> host 127.0.0.1:6000".
+pub fn describe_pair(p: &SelectedPair) -> String {
+    format!(
+        "ice connected in {} ms: {} {} -> {} {}",
+        p.after.as_millis(),
+        p.local.kind,
+        p.local.address,
+        p.remote.kind,
+        p.remote.address
+    )
 }

@@ -27,6 +27,12 @@ pub enum UaCommand {
         code: u16,
         body: Vec<u8>,
     },
+    /// Refuse a call with `code` and a reason (488 for an unusable offer).
+    Reject {
+        call: CallHandle,
+        code: u16,
+        reason: String,
+    },
     Hangup(CallHandle),
     /// Remove the registration; the task ends after the answer (or its
     /// timeout) with the `Unregistered` event.
@@ -98,6 +104,9 @@ async fn run(
                 }
                 Some(UaCommand::Answer { call, code, body }) => {
                     ua.answer(Instant::now(), call, code, body);
+                }
+                Some(UaCommand::Reject { call, code, reason }) => {
+                    ua.reject(Instant::now(), call, code, &reason);
                 }
                 Some(UaCommand::Hangup(call)) => ua.hangup(Instant::now(), call),
                 Some(UaCommand::Unregister) => ua.unregister(Instant::now()),

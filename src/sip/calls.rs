@@ -115,6 +115,24 @@ impl UserAgent {
     /// 180/183, a 2xx with the session description `body`, or a failure
     /// (486, 603…). False when nothing waits for an answer.
     pub fn answer(&mut self, now: Instant, call: CallHandle, code: u16, body: Vec<u8>) -> bool {
+        self.respond_invite(now, call, code, reason_phrase(code), body)
+    }
+
+    /// Refuses the waiting INVITE with `code` and a reason a person can
+    /// read (in the status line and a Warning, RFC 3261 §20.43): a 488
+    /// naming what in the offer could not be used.
+    pub fn reject(&mut self, now: Instant, call: CallHandle, code: u16, reason: &str) -> bool {
+        self.respond_invite(now, call, code, reason, Vec::new())
+    }
+
+    fn respond_invite(
+        &mut self,
+        now: Instant,
+        call: CallHandle,
+        code: u16,
+        reason: &str,
+        body: Vec<u8>,
+    ) -> bool {
         let contact = self.registration.contact().clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return false;
@@ -122,7 +140,14 @@ impl UserAgent {
         let Some((id, invite)) = c.invite_server.clone() else {
             return false;
         };
-        let mut resp = response_to(&invite, code, reason_phrase(code), &mut self.rng);
+        // A reason phrase is one line of printable text (§25.1).
+        let reason: String = reason.chars().filter(|c| !c.is_control()).collect();
+        let mut resp = response_to(&invite, code, &reason, &mut self.rng);
+        if code >= 300 && reason != reason_phrase(code) {
+            let text = reason.replace(['"', '\\'], "'");
+            resp.headers
+                .push("Warning", format!("399 icephone \"{text}\""));
+        }
         resp.headers.set("To", with_tag(&invite, &c.local_tag));
         if (101..300).contains(&code) {
             // §12.1.1: the dialog's route set travels back in the answer.

@@ -567,3 +567,35 @@ fn a_callee_that_ignores_our_cancel_is_given_up_after_64_t1() {
         "nothing left to wake for"
     );
 }
+
+#[test]
+fn a_rejected_offer_says_why_in_the_status_line_and_a_warning() {
+    let mut p = Pair::new();
+    let call = p.alice.invite(p.now, bob_uri(), b"v=0 unusable".to_vec());
+    p.flush();
+    let incoming = p.incoming();
+    assert!(p.bob.reject(p.now, incoming, 488, "no common codec"));
+    p.flush();
+    let resp = p
+        .sent
+        .iter()
+        .rev()
+        .find_map(|(a, b)| match Message::parse(b) {
+            Ok(Message::Response(r)) if !*a && r.code == 488 => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(resp.reason, "no common codec");
+    assert_eq!(
+        resp.headers.get("Warning"),
+        Some("399 icephone \"no common codec\"")
+    );
+    assert!(p.events_alice.contains(&UaEvent::CallEnded {
+        call,
+        end: CallEnd::Rejected {
+            code: 488,
+            reason: "no common codec".into()
+        }
+    }));
+    assert!(!p.bob.reject(p.now, incoming, 488, "again"), "only once");
+}

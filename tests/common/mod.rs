@@ -117,6 +117,30 @@ impl Background {
         }
     }
 
+    /// The first stdout line starting with each of `prefixes`, in any
+    /// order, within `limit` (lines of concurrent tasks may interleave).
+    pub fn wait_lines(&mut self, prefixes: &[&str], limit: Duration) -> Vec<String> {
+        let rx = self.lines.as_ref().expect("stdout reader");
+        let deadline = Instant::now() + limit;
+        let mut found: Vec<Option<String>> = vec![None; prefixes.len()];
+        while found.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    let missing = prefixes
+                        .iter()
+                        .zip(&found)
+                        .position(|(p, f)| f.is_none() && line.starts_with(p));
+                    if let Some(i) = missing {
+                        found[i] = Some(line);
+                    }
+                }
+                Err(_) => panic!("not all of {prefixes:?} within {limit:?}: {found:?}"),
+            }
+        }
+        found.into_iter().flatten().collect()
+    }
+
     /// Sends SIGTERM and waits (bounded) for a clean exit; returns stderr.
     pub fn terminate(self, limit: Duration) -> (std::process::ExitStatus, String) {
         let (status, stderr, _) = self.terminate_with_output(limit);

@@ -1,0 +1,251 @@
+//! One call's media transport: a UDP socket (RTP and RTCP multiplexed,
+//! RFC 5761), the ICE agent running on it, and the SDP that describes it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use thiserror::Error;
+
+use crate::ice::{Candidate, ConnectionState, IceAgent, IceConfig, IceCredentials, IceEvent};
+use crate::net::{bind_sockets, spawn_session, IceCommand, IceSession};
+use crate::sdp::{
+    self, CodecName, Direction, IceDescription, LocalMedia, Negotiated, SdpError,
+    SessionDescription,
+};
+
+/// How long gathering may hold up an offer or answer.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum MediaError {
+    #[error("cannot open a media socket: {0}")]
+    Socket(String),
+    #[error(transparent)]
+    Sdp(#[from] SdpError),
+    #[error("ICE failed: no candidate pair works")]
+    IceFailed,
+    #[error("ICE did not connect within {0} s")]
+    IceTimeout(u64),
+    #[error("the peer does not do ICE; media would go to {0} unchecked")]
+    NoIce(SocketAddr),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MediaOptions {
+    /// STUN servers for server-reflexive candidates.
+    pub stun: Vec<SocketAddr>,
+}
+
+/// The pair ICE selected, as the call reports it.
+#[derive(Clone, Debug)]
+pub struct SelectedPair {
+    pub local: Candidate,
+    pub remote: Candidate,
+    /// From `start_checks` to the selection.
+    pub after: Duration,
+}
+
+pub struct CallMedia {
+    session: IceSession,
+    local: LocalMedia,
+    /// Our last offer, to read the answer against.
+    offered: Option<SessionDescription>,
+    pub negotiated: Option<Negotiated>,
+    checks_started: Option<Instant>,
+    selected: Option<SelectedPair>,
+    state: ConnectionState,
+    /// The negotiation left ICE out: media would go here.
+    without_ice: Option<SocketAddr>,
+}
+
+impl CallMedia {
+    /// Binds a socket on `ip`, starts ICE (controlling for the caller) and
+    /// waits for gathering to end.
+    pub async fn start(
+        ip: IpAddr,
+        controlling: bool,
+        options: &MediaOptions,
+    ) -> Result<Self, MediaError> {
+        let sockets = bind_sockets(&[ip], 1)
+            .await
+            .map_err(|e| MediaError::Socket(e.to_string()))?;
+        let mut rng = StdRng::from_os_rng();
+        let mut agent = IceAgent::new(
+            IceConfig::default(),
+            Instant::now(),
+            Box::new(StdRng::from_rng(&mut rng)),
+        );
+        agent.set_controlling(controlling);
+        for server in &options.stun {
+            agent.add_stun_server(*server);
+        }
+        let mut session =
+            spawn_session(agent, sockets).map_err(|e| MediaError::Socket(e.to_string()))?;
+        let candidates = gather(&mut session).await;
+        let default = default_candidate(&candidates)
+            .ok_or_else(|| MediaError::Socket("no candidate".into()))?;
+        let credentials = session.local_credentials.clone();
+        let local = LocalMedia {
+            codecs: vec![CodecName::Opus, CodecName::Pcmu, CodecName::Pcma],
+            dtmf: true,
+            ptime: 20,
+            direction: Direction::SendRecv,
+            address: default,
+            rtcp: None,
+            rtcp_mux: true,
+            ice: Some(IceDescription {
+                ufrag: credentials.ufrag,
+                pwd: credentials.pwd,
+                lite: false,
+                options: Vec::new(),
+                candidates,
+                end_of_candidates: true,
+                remote_candidates: Vec::new(),
+            }),
+            session_id: rng.next_u32().into(),
+            version: 1,
+        };
+        Ok(CallMedia {
+            session,
+            local,
+            offered: None,
+            negotiated: None,
+            checks_started: None,
+            selected: None,
+            state: ConnectionState::New,
+            without_ice: None,
+        })
+    }
+
+    /// Our offer, as SDP bytes.
+    pub fn offer(&mut self) -> Vec<u8> {
+        let offer = sdp::offer(&self.local);
+        let bytes = offer.to_bytes();
+        self.offered = Some(offer);
+        self.local.version += 1;
+        bytes
+    }
+
+    /// Answers an offer and starts the checks; an error is a 488's reason.
+    pub fn answer(&mut self, offer: &[u8]) -> Result<Vec<u8>, MediaError> {
+        let offer = SessionDescription::parse(offer)?;
+        let (answer, negotiated) = sdp::answer(&offer, &self.local)?;
+        self.local.version += 1;
+        self.start_checks(negotiated)?;
+        Ok(answer.to_bytes())
+    }
+
+    /// Reads the answer to our offer and starts the checks.
+    pub fn apply_answer(&mut self, answer: &[u8]) -> Result<(), MediaError> {
+        let answer = SessionDescription::parse(answer)?;
+        let offer = self
+            .offered
+            .as_ref()
+            .ok_or(SdpError::Mismatch("an answer without an offer"))?;
+        let negotiated = sdp::apply_answer(offer, &answer)?;
+        self.start_checks(negotiated)
+    }
+
+    fn start_checks(&mut self, negotiated: Negotiated) -> Result<(), MediaError> {
+        let remote = negotiated.remote_ice.clone();
+        let rtp = negotiated.remote_rtp;
+        self.negotiated = Some(negotiated);
+        let Some(ice) = remote else {
+            // A peer without ICE: `connected` says so; the call goes on.
+            self.without_ice = Some(rtp);
+            return Ok(());
+        };
+        let tx = &self.session.commands;
+        let _ = tx.send(IceCommand::SetRemoteCredentials(IceCredentials {
+            ufrag: ice.ufrag,
+            pwd: ice.pwd,
+        }));
+        for c in ice.candidates {
+            let _ = tx.send(IceCommand::AddRemoteCandidate(c));
+        }
+        if ice.end_of_candidates {
+            let _ = tx.send(IceCommand::EndOfRemoteCandidates);
+        }
+        self.checks_started = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Waits until ICE selects a pair (or fails, or `timeout` passes).
+    pub async fn connected(&mut self, timeout: Duration) -> Result<SelectedPair, MediaError> {
+        if let Some(to) = self.without_ice {
+            return Err(MediaError::NoIce(to));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(s) = &self.selected {
+                if matches!(
+                    self.state,
+                    ConnectionState::Connected | ConnectionState::Completed
+                ) {
+                    return Ok(s.clone());
+                }
+            }
+            if self.state == ConnectionState::Failed {
+                return Err(MediaError::IceFailed);
+            }
+            match tokio::time::timeout_at(deadline, self.session.events.recv()).await {
+                Ok(Some(event)) => self.on_event(event),
+                Ok(None) => return Err(MediaError::IceFailed),
+                Err(_) => return Err(MediaError::IceTimeout(timeout.as_secs())),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: IceEvent) {
+        match event {
+            IceEvent::SelectedPair { local, remote, .. } => {
+                let after = self.checks_started.map(|t| t.elapsed()).unwrap_or_default();
+                self.selected = Some(SelectedPair {
+                    local,
+                    remote,
+                    after,
+                });
+            }
+            IceEvent::ConnectionState(s) => self.state = s,
+            _ => {}
+        }
+    }
+
+    /// Ends the ICE session.
+    pub fn close(&self) {
+        let _ = self.session.commands.send(IceCommand::Shutdown);
+    }
+}
+
+impl Drop for CallMedia {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The local candidates, once gathering has ended (or timed out).
+async fn gather(session: &mut IceSession) -> Vec<Candidate> {
+    let deadline = tokio::time::Instant::now() + GATHER_TIMEOUT;
+    let mut candidates = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout_at(deadline, session.events.recv()).await {
+        match event {
+            IceEvent::LocalCandidate(c) => candidates.push(c),
+            IceEvent::GatheringComplete => break,
+            _ => {}
+        }
+    }
+    candidates
+}
+
+/// The address for `c=`/`m=`: the server-reflexive one when there is one
+/// (a peer without ICE reaches us there), else the first host candidate.
+fn default_candidate(candidates: &[Candidate]) -> Option<SocketAddr> {
+    use crate::ice::CandidateType;
+    candidates
+        .iter()
+        .find(|c| c.component == 1 && c.kind == CandidateType::ServerReflexive)
+        .or_else(|| candidates.iter().find(|c| c.component == 1))
+        .map(|c| c.address)
+}
