@@ -5,6 +5,7 @@
 //! `sim` is the deterministic NAT network the cores are tested on.
 
 pub mod app;
+pub mod audio;
 pub mod call;
 pub mod ice;
 pub mod net;

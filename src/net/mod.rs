@@ -50,13 +50,33 @@ pub enum IceCommand {
     EndOfRemoteCandidates,
     SetControlling(bool),
     Restart(tokio::sync::oneshot::Sender<IceCredentials>),
+    /// An RTP or RTCP packet for the component's media pair (dropped when
+    /// ICE has validated no pair: media goes nowhere unchecked).
+    SendMedia {
+        component: u16,
+        data: Vec<u8>,
+    },
     Shutdown,
 }
+
+/// RTP or RTCP that arrived from the peer's validated address.
+#[derive(Debug)]
+pub struct MediaPacket {
+    pub component: u16,
+    pub source: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Media queued towards the call before it is dropped (a second of
+/// 20 ms packets, RTP and RTCP).
+const MEDIA_QUEUE: usize = 128;
 
 /// A handle on an ICE session running on its own task.
 pub struct IceSession {
     pub commands: mpsc::UnboundedSender<IceCommand>,
     pub events: mpsc::UnboundedReceiver<IceEvent>,
+    /// Media from the peer, RFC 7983-demultiplexed from the ICE socket.
+    pub media: mpsc::Receiver<MediaPacket>,
     pub local_credentials: IceCredentials,
     pub task: tokio::task::JoinHandle<IceAgent>,
 }
@@ -101,9 +121,14 @@ pub fn spawn_session(
         .collect();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
     let local_credentials = agent.local_credentials().clone();
     let task = tokio::spawn(async move {
-        let agent = run_agent(agent, bound, rx, cmd_rx, ev_tx).await;
+        let channels = Channels {
+            events: ev_tx,
+            media: media_tx,
+        };
+        let agent = run_agent(agent, bound, rx, cmd_rx, channels).await;
         // Readers would otherwise wait on their sockets until the next datagram.
         for r in readers {
             r.abort();
@@ -113,6 +138,7 @@ pub fn spawn_session(
     Ok(IceSession {
         commands: cmd_tx,
         events: ev_rx,
+        media: media_rx,
         local_credentials,
         task,
     })
@@ -143,16 +169,23 @@ async fn read_socket(local: SocketAddr, socket: Arc<UdpSocket>, out: mpsc::Sende
     }
 }
 
+/// Where the driver hands what it learns to the call.
+struct Channels {
+    events: mpsc::UnboundedSender<IceEvent>,
+    media: mpsc::Sender<MediaPacket>,
+}
+
 async fn run_agent(
     mut agent: IceAgent,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     mut received: mpsc::Receiver<Received>,
     mut commands: mpsc::UnboundedReceiver<IceCommand>,
-    events: mpsc::UnboundedSender<IceEvent>,
+    channels: Channels,
 ) -> IceAgent {
+    let events = &channels.events;
     agent.handle_timeout(Instant::now());
     loop {
-        flush(&mut agent, &sockets, &events).await;
+        flush(&mut agent, &sockets, events).await;
         let next = agent.poll_timeout();
         tracing::trace!(in_ms = ?next.map(|t| t.saturating_duration_since(Instant::now())), "driver waits");
         let sleep = match next {
@@ -165,17 +198,60 @@ async fn run_agent(
                     Some(PacketKind::Stun) => {
                         agent.handle_packet(Instant::now(), p.source, p.destination, &p.data);
                     }
-                    // Media arrives with the call layer; until then it is dropped.
-                    _ => tracing::trace!(source = %p.source, "non-STUN datagram dropped"),
+                    Some(PacketKind::Rtp) => deliver_media(&agent, p, &channels.media),
+                    _ => tracing::trace!(source = %p.source, "datagram of no known kind dropped"),
                 }
             }
             () = sleep => agent.handle_timeout(Instant::now()),
             cmd = commands.recv() => match cmd {
                 None | Some(IceCommand::Shutdown) => return agent,
+                Some(IceCommand::SendMedia { component, data }) => {
+                    if let Some((socket, to)) = media_route(&agent, &sockets, component) {
+                        if let Err(e) = socket.send_to(&data, to).await {
+                            tracing::debug!(%to, error = %e, "media send failed");
+                        }
+                    }
+                }
                 Some(cmd) => apply(&mut agent, cmd),
             },
         }
     }
+}
+
+/// RTP/RTCP from the remote address of a component's media pair goes to
+/// the call; from anywhere else it is dropped (RFC 8445 §12.1: media flows
+/// between validated addresses only).
+fn deliver_media(agent: &IceAgent, p: Received, out: &mpsc::Sender<MediaPacket>) {
+    let component = (1..=2).find(|c| {
+        agent.media_pair(*c).is_some_and(|(local, remote)| {
+            remote.address == p.source && local.base == p.destination
+        })
+    });
+    let Some(component) = component else {
+        tracing::trace!(source = %p.source, "media from an unvalidated address dropped");
+        return;
+    };
+    let packet = MediaPacket {
+        component,
+        source: p.source,
+        data: p.data,
+    };
+    if out.try_send(packet).is_err() {
+        tracing::debug!("media queue full: packet dropped");
+    }
+}
+
+/// The socket and address a component's media goes through now.
+fn media_route(
+    agent: &IceAgent,
+    sockets: &[(SocketAddr, Arc<UdpSocket>)],
+    component: u16,
+) -> Option<(Arc<UdpSocket>, SocketAddr)> {
+    let (local, remote) = agent.media_pair(component)?;
+    // A relayed base needs its TURN allocation, which this driver does not
+    // run yet: such pairs get no media here.
+    let (_, socket) = sockets.iter().find(|(addr, _)| *addr == local.base)?;
+    Some((socket.clone(), remote.address))
 }
 
 fn apply(agent: &mut IceAgent, cmd: IceCommand) {
@@ -187,7 +263,7 @@ fn apply(agent: &mut IceAgent, cmd: IceCommand) {
         IceCommand::Restart(reply) => {
             let _ = reply.send(agent.restart());
         }
-        IceCommand::Shutdown => {}
+        IceCommand::SendMedia { .. } | IceCommand::Shutdown => {}
     }
     agent.handle_timeout(Instant::now());
 }

@@ -1,0 +1,251 @@
+//! Microphones and speakers that are not sound cards: a WAV file or a tone
+//! as the microphone, a WAV file or nothing as the speaker. Parsed from the
+//! `--mic` / `--speaker` flags.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use super::{FRAME, RATE};
+
+#[derive(Debug, Error)]
+pub enum AudioError {
+    #[error("{0:?}: expected default, DEVICE, file:PATH.wav or tone:HZ")]
+    Spec(String),
+    #[error("sound devices are not supported yet; use file:PATH.wav or tone:HZ (got {0:?})")]
+    Device(String),
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// Where outgoing audio comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// A sine at `hz`, at about -12 dBFS.
+    Tone {
+        hz: f64,
+        phase: f64,
+    },
+    /// A WAV file, played once, then silence.
+    Samples {
+        samples: Vec<i16>,
+        at: usize,
+    },
+    Silence,
+}
+
+impl Source {
+    /// `tone:HZ`, `file:PATH.wav` or `silence`.
+    pub fn parse(spec: &str) -> Result<Self, AudioError> {
+        if let Some(hz) = spec.strip_prefix("tone:") {
+            let hz: f64 = hz.parse().map_err(|_| AudioError::Spec(spec.into()))?;
+            if !(20.0..=20_000.0).contains(&hz) {
+                return Err(AudioError::Spec(spec.into()));
+            }
+            return Ok(Source::Tone { hz, phase: 0.0 });
+        }
+        if let Some(path) = spec.strip_prefix("file:") {
+            return Ok(Source::Samples {
+                samples: read_wav(Path::new(path))?,
+                at: 0,
+            });
+        }
+        match spec {
+            "silence" => Ok(Source::Silence),
+            "" => Err(AudioError::Spec(spec.into())),
+            _ => Err(AudioError::Device(spec.into())),
+        }
+    }
+
+    /// The next 20 ms.
+    pub fn next_frame(&mut self, out: &mut [i16; FRAME]) {
+        match self {
+            Source::Tone { hz, phase } => {
+                let step = std::f64::consts::TAU * *hz / f64::from(RATE);
+                for s in out.iter_mut() {
+                    *s = (phase.sin() * 8192.0) as i16;
+                    *phase = (*phase + step) % std::f64::consts::TAU;
+                }
+            }
+            Source::Samples { samples, at } => {
+                for s in out.iter_mut() {
+                    *s = samples.get(*at).copied().unwrap_or(0);
+                    *at += 1;
+                }
+            }
+            Source::Silence => out.fill(0),
+        }
+    }
+}
+
+/// Where incoming audio goes.
+pub enum Sink {
+    Wav(Box<hound::WavWriter<BufWriter<File>>>),
+    Null,
+}
+
+impl Sink {
+    /// `file:PATH.wav` or `null`.
+    pub fn parse(spec: &str) -> Result<Self, AudioError> {
+        if let Some(path) = spec.strip_prefix("file:") {
+            let spec_wav = hound::WavSpec {
+                channels: 1,
+                sample_rate: RATE,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let w = hound::WavWriter::create(path, spec_wav).map_err(|e| AudioError::File {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+            return Ok(Sink::Wav(Box::new(w)));
+        }
+        match spec {
+            "null" => Ok(Sink::Null),
+            "" => Err(AudioError::Spec(spec.into())),
+            _ => Err(AudioError::Device(spec.into())),
+        }
+    }
+
+    pub fn write(&mut self, frame: &[i16]) {
+        if let Sink::Wav(w) = self {
+            for s in frame {
+                if w.write_sample(*s).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes the WAV header's lengths; without this the file is unreadable.
+    pub fn finish(self) -> Result<(), AudioError> {
+        match self {
+            Sink::Wav(w) => w.finalize().map_err(|e| AudioError::File {
+                path: PathBuf::from("speaker file"),
+                reason: e.to_string(),
+            }),
+            Sink::Null => Ok(()),
+        }
+    }
+}
+
+/// A WAV file as 48 kHz mono: channels averaged, other rates resampled
+/// linearly (good enough for speech and test tones; the device path will
+/// use a proper resampler).
+pub fn read_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
+    let bad = |reason: String| AudioError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut reader = hound::WavReader::open(path).map_err(|e| bad(e.to_string()))?;
+    let spec = reader.spec();
+    let channels = usize::from(spec.channels.max(1));
+    let raw: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Int, 16) => reader
+            .samples::<i16>()
+            .map(|s| s.map(|v| f32::from(v) / 32768.0))
+            .collect::<Result<_, _>>(),
+        (hound::SampleFormat::Int, bits) if bits <= 32 => {
+            let scale = (1i64 << (bits - 1)) as f32;
+            reader
+                .samples::<i32>()
+                .map(|s| s.map(|v| v as f32 / scale))
+                .collect::<Result<_, _>>()
+        }
+        (hound::SampleFormat::Float, 32) => reader.samples::<f32>().collect::<Result<_, _>>(),
+        (format, bits) => {
+            return Err(bad(format!(
+                "unsupported sample format {format:?}/{bits} bits"
+            )))
+        }
+    }
+    .map_err(|e| bad(e.to_string()))?;
+    let mono: Vec<f32> = raw
+        .chunks(channels)
+        .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+        .collect();
+    let resampled = resample_linear(&mono, spec.sample_rate, RATE);
+    Ok(resampled
+        .into_iter()
+        .map(|v| (v.clamp(-1.0, 1.0) * 32767.0) as i16)
+        .collect())
+}
+
+fn resample_linear(input: &[f32], from: u32, to: u32) -> Vec<f32> {
+    if from == to || input.is_empty() || from == 0 {
+        return input.to_vec();
+    }
+    let ratio = f64::from(from) / f64::from(to);
+    let len = (input.len() as f64 / ratio) as usize;
+    (0..len)
+        .map(|i| {
+            let pos = i as f64 * ratio;
+            let k = pos as usize;
+            let frac = (pos - k as f64) as f32;
+            let a = input[k.min(input.len() - 1)];
+            let b = input[(k + 1).min(input.len() - 1)];
+            a + (b - a) * frac
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_and_devices_are_refused_clearly() {
+        assert!(matches!(
+            Source::parse("tone:440").unwrap(),
+            Source::Tone { .. }
+        ));
+        assert!(matches!(
+            Source::parse("tone:abc"),
+            Err(AudioError::Spec(_))
+        ));
+        assert!(matches!(Source::parse("tone:5"), Err(AudioError::Spec(_))));
+        assert!(matches!(
+            Source::parse("default"),
+            Err(AudioError::Device(_))
+        ));
+        let err = match Source::parse("file:/nonexistent/x.wav") {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("a missing file opened"),
+        };
+        assert!(err.contains("/nonexistent/x.wav"), "{err}");
+        assert!(matches!(Sink::parse("null").unwrap(), Sink::Null));
+        assert!(matches!(
+            Sink::parse("file:/nonexistent/dir/out.wav"),
+            Err(AudioError::File { .. })
+        ));
+    }
+
+    #[test]
+    fn a_wav_round_trips_and_other_rates_are_resampled() {
+        let dir = std::env::temp_dir().join(format!("icephone-audio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.wav");
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: 8000,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(&path, spec).unwrap();
+        for i in 0..8000 {
+            let v = if i % 2 == 0 { 1000 } else { -1000 };
+            w.write_sample(v as i16).unwrap(); // left
+            w.write_sample(v as i16).unwrap(); // right
+        }
+        w.finalize().unwrap();
+        let samples = read_wav(&path).unwrap();
+        assert_eq!(samples.len(), 48_000, "one second at 48 kHz");
+        let mut src = Source::parse(&format!("file:{}", path.display())).unwrap();
+        let mut frame = [0i16; FRAME];
+        src.next_frame(&mut frame);
+        assert!(frame.iter().any(|s| *s != 0));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

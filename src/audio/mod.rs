@@ -1,0 +1,18 @@
+//! Audio for calls: where the microphone's samples come from and where the
+//! far end's go (files, tones, silence; sound devices through cpal come
+//! with the phone), the Opus codec, and the measurements tests make on
+//! what arrived.
+//!
+//! Owns: 48 kHz mono sample frames and their encoding. Must not touch:
+//! RTP, sockets or timing — the call's media task decides when a frame is
+//! due.
+
+pub mod analysis;
+pub mod codec;
+pub mod io;
+
+/// Every frame inside icephone is 48 kHz mono (RFC 7587 clocks Opus at
+/// 48 kHz whatever it carries).
+pub const RATE: u32 = 48_000;
+/// 20 ms at 48 kHz.
+pub const FRAME: usize = 960;
