@@ -9,6 +9,7 @@ pub mod audio;
 pub mod call;
 pub mod ice;
 pub mod net;
+pub mod rtp;
 pub mod sdp;
 pub mod server;
 pub mod sim;

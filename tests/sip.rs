@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{icephone, require, Background};
+use icephone::audio::analysis::{tone_level, tone_onset};
 
 const REALM: &str = "icephone.test";
 
@@ -368,12 +369,28 @@ fn a_registered_ua_answers_hostile_sip_with_400_or_silence_and_keeps_serving() {
 /// `icephone call` to a `register --auto-answer` UA, both through
 /// Kamailio (which challenges the INVITE with 407 and Record-Routes):
 /// INVITE, 180, 200, ACK, then BYE from the caller.
+/// With audio both ways at once: alice's microphone is a 440 Hz tone,
+/// bob's an 880 Hz one, and each records what it hears.
 fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Option<&Kamailio>) {
+    // Tests run in parallel in one process: each call its own folder.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("icephone-call-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alice_hears = dir.join("alice.wav");
+    let bob_hears = dir.join("bob.wav");
+    let bob_speaker = format!("file:{}", bob_hears.display());
     let mut bob = Background::spawn(&mut register_cmd(
         &format!("sip:bob@{REALM}"),
         "Bob-pw2",
         registrar_of_callee,
-        &["--auto-answer"],
+        &[
+            "--auto-answer",
+            "--mic",
+            "tone:880",
+            "--speaker",
+            &bob_speaker,
+        ],
     ));
     bob.wait_line("registered ", Duration::from_secs(10));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
@@ -389,7 +406,9 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Optio
         "--registrar",
         registrar_of_caller,
     ])
-    .args(["--hangup-after", "0.5"]);
+    .args(["--hangup-after", "1.5", "--mic", "tone:440"])
+    .arg("--speaker")
+    .arg(format!("file:{}", alice_hears.display()));
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -407,6 +426,7 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Optio
         "answered after",
         "ice connected in",
         "call ended: hung up here",
+        "rtp sent",
         "unregistered",
     ] {
         assert!(stdout.contains(line), "no {line:?} in {stdout}");
@@ -434,8 +454,54 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Optio
         "call 1 ended: the other side hung up",
         Duration::from_secs(5),
     );
+    let bob_rtp = bob.wait_line("call 1 rtp sent", Duration::from_secs(5));
     let (status, stderr) = bob.terminate(Duration::from_secs(10));
     assert!(status.success(), "{stderr}");
+    let alice_rtp = stdout.lines().find(|l| l.starts_with("rtp sent")).unwrap();
+    for line in [alice_rtp, bob_rtp.trim_start_matches("call 1 ")] {
+        // "rtp sent N received M lost L jitter J ms first audio after X ms"
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let received: u64 = w[4].parse().unwrap();
+        let lost: i64 = w[6].parse().unwrap();
+        assert!(received >= 50, "about 75 packets in 1.5 s: {line}");
+        assert!(lost <= 2, "loopback loses nothing: {line}");
+    }
+    // Each side hears the other's tone, not its own, after a short delay.
+    for (file, tone, other) in [(&alice_hears, 880.0, 440.0), (&bob_hears, 440.0, 880.0)] {
+        let samples: Vec<i16> = hound::WavReader::open(file)
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+            .samples::<i16>()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            samples.len() >= 48_000,
+            "{} holds {} samples",
+            file.display(),
+            samples.len()
+        );
+        let middle = &samples[samples.len() / 2..samples.len() / 2 + 4800];
+        assert!(
+            tone_level(middle, tone) > 0.8,
+            "{}: {tone} Hz level {}",
+            file.display(),
+            tone_level(middle, tone)
+        );
+        assert!(
+            tone_level(middle, other) < 0.05,
+            "{}: own tone heard",
+            file.display()
+        );
+        let onset = tone_onset(&samples, tone, 480).expect("the tone starts");
+        // From the speaker's first frame: the jitter buffer's fill, the
+        // codec's look-ahead and the network; generous for a loaded CI.
+        assert!(
+            onset < 48_000 / 2,
+            "{}: tone only after {} ms",
+            file.display(),
+            onset / 48
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
     if let Some(kam) = kam {
         assert!(
             !kam.location("bob").contains("Address:"),

@@ -97,6 +97,8 @@ pub enum Command {
         /// Answer incoming calls (180 Ringing, then 200 OK).
         #[arg(long)]
         auto_answer: bool,
+        #[command(flatten)]
+        audio: super::call::AudioFlags,
     },
     /// Register, call a SIP URI, stay in the call, hang up, unregister.
     Call {
@@ -110,6 +112,8 @@ pub enum Command {
         /// Hang up this many seconds after the answer (default: on Ctrl-C).
         #[arg(long, value_name = "SECS")]
         hangup_after: Option<f64>,
+        #[command(flatten)]
+        audio: super::call::AudioFlags,
     },
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
@@ -378,11 +382,13 @@ pub fn run() -> ExitCode {
                 account,
                 timeout,
                 auto_answer,
+                audio,
             } => {
                 super::register::run(super::register::RegisterArgs {
                     account,
                     timeout: Duration::from_secs(timeout),
                     auto_answer,
+                    audio,
                 })
                 .await
             }
@@ -391,6 +397,7 @@ pub fn run() -> ExitCode {
                 account,
                 timeout,
                 hangup_after,
+                audio,
             } => {
                 let hangup_after = match hangup_after.map(Duration::try_from_secs_f64) {
                     Some(Err(_)) => {
@@ -401,6 +408,7 @@ pub fn run() -> ExitCode {
                 };
                 super::call::run(super::call::CallArgs {
                     account,
+                    audio,
                     to,
                     timeout: Duration::from_secs(timeout),
                     hangup_after,

@@ -11,9 +11,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::account::{local_ip_towards, Account, AccountArgs};
+use super::call::{describe_audio, AudioFlags};
 use crate::net::sip_transport::{SipSockets, SipTls};
 use crate::net::sip_ua::{spawn_user_agent, UaCommand, UaHandle};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::call::media::SelectedPair;
@@ -29,6 +30,7 @@ pub struct RegisterArgs {
     pub timeout: Duration,
     /// Answer incoming calls (180, then 200).
     pub auto_answer: bool,
+    pub audio: AudioFlags,
 }
 
 /// A registered account with its user agent running.
@@ -47,7 +49,12 @@ pub async fn run(args: RegisterArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    serve_until_signal(session, args.auto_answer).await
+    // Bad audio flags fail at once, not at the first call.
+    if let Err(e) = args.audio.open() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    serve_until_signal(session, args.auto_answer, args.audio).await
 }
 
 /// Resolves the account, binds its SIP ports, registers, and waits (at
@@ -107,11 +114,16 @@ pub async fn start(args: &AccountArgs, timeout: Duration) -> Result<Session, Str
     Err(failure)
 }
 
-async fn serve_until_signal(mut session: Session, auto_answer: bool) -> ExitCode {
+async fn serve_until_signal(
+    mut session: Session,
+    auto_answer: bool,
+    audio: AudioFlags,
+) -> ExitCode {
     let stop = crate::net::shutdown_signal();
     tokio::pin!(stop);
-    // The media of each answered call lives in a task of its own.
-    let mut media: HashMap<CallHandle, JoinHandle<()>> = HashMap::new();
+    // The media of each answered call lives in a task of its own, told to
+    // end (and finish its speaker file) when the call does.
+    let mut media: HashMap<CallHandle, (JoinHandle<()>, watch::Sender<bool>)> = HashMap::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -119,14 +131,24 @@ async fn serve_until_signal(mut session: Session, auto_answer: bool) -> ExitCode
                 Some(UaEvent::IncomingCall { call, from, body }) if auto_answer => {
                     println!("incoming call {} from {from}: answering", call.0);
                     let commands = session.handle.commands.clone();
-                    let task = answer_call(commands, call, body, session.local_ip, session.options.clone());
-                    media.insert(call, tokio::spawn(task));
+                    let (ended, on_end) = watch::channel(false);
+                    let answering = AnswerCall {
+                        commands,
+                        call,
+                        offer: body,
+                        local_ip: session.local_ip,
+                        options: session.options.clone(),
+                        audio: audio.clone(),
+                        ended: on_end,
+                    };
+                    media.insert(call, (tokio::spawn(answer_call(answering)), ended));
                 }
                 Some(UaEvent::CallEnded { call, end }) => {
-                    if let Some(task) = media.remove(&call) {
-                        task.abort();
-                    }
                     println!("call {} ended: {}", call.0, describe(&end));
+                    if let Some((task, ended)) = media.remove(&call) {
+                        let _ = ended.send(true);
+                        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+                    }
                 }
                 Some(event) => on_event(&session, event),
                 None => {
@@ -136,21 +158,38 @@ async fn serve_until_signal(mut session: Session, auto_answer: bool) -> ExitCode
             },
         }
     }
-    for (_, task) in media {
-        task.abort();
+    for (_, (task, ended)) in media {
+        let _ = ended.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
     }
     finish(session).await
 }
 
-/// Answers one call: ICE on a socket of its own, our SDP answer in a 200
-/// (or a 488 naming what in the offer we cannot use), then the checks.
-async fn answer_call(
+/// What answering one call needs.
+struct AnswerCall {
     commands: mpsc::UnboundedSender<UaCommand>,
     call: CallHandle,
     offer: Vec<u8>,
     local_ip: IpAddr,
     options: MediaOptions,
-) {
+    audio: AudioFlags,
+    /// Turns true when the call ends.
+    ended: watch::Receiver<bool>,
+}
+
+/// Answers one call: ICE on a socket of its own, our SDP answer in a 200
+/// (or a 488 naming what in the offer we cannot use), the checks, then
+/// audio until the call ends.
+async fn answer_call(a: AnswerCall) {
+    let AnswerCall {
+        commands,
+        call,
+        offer,
+        local_ip,
+        options,
+        audio,
+        mut ended,
+    } = a;
     let mut media = match CallMedia::start(local_ip, false, &options).await {
         Ok(m) => m,
         Err(e) => {
@@ -185,12 +224,28 @@ async fn answer_call(
         code: 200,
         body: answer,
     });
-    match media.connected(Duration::from_secs(15)).await {
-        Ok(pair) => println!("call {} {}", call.0, describe_pair(&pair)),
-        Err(e) => println!("call {}: {e}", call.0),
+    let mut running = None;
+    tokio::select! {
+        connected = media.connected(Duration::from_secs(15)) => match connected {
+            Ok(pair) => {
+                println!("call {} {}", call.0, describe_pair(&pair));
+                if let Ok((source, sink)) = audio.open() {
+                    running = media.start_audio(source, sink);
+                }
+            }
+            Err(e) => println!("call {}: {e}", call.0),
+        },
+        _ = ended.changed() => {}
     }
-    // The socket and ICE (consent) live until the call ends.
-    std::future::pending::<()>().await;
+    // The socket, ICE (consent) and audio live until the call ends.
+    while !*ended.borrow() {
+        if ended.changed().await.is_err() {
+            break;
+        }
+    }
+    if let Some(audio) = running {
+        println!("call {} {}", call.0, describe_audio(&audio.stop().await));
+    }
 }
 
 fn on_event(session: &Session, event: UaEvent) {

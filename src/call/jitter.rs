@@ -42,6 +42,9 @@ pub struct JitterBuffer {
     target: usize,
     max: usize,
     frame_ms: u32,
+    /// Frames concealed in a row with nothing buffered: the sender (or the
+    /// network) stalled.
+    starved: u32,
     stats: JitterStats,
 }
 
@@ -55,6 +58,7 @@ impl JitterBuffer {
             target: 2,
             max: max.max(4),
             frame_ms: frame_ms.max(1),
+            starved: 0,
             stats: JitterStats::default(),
         }
     }
@@ -86,6 +90,12 @@ impl JitterBuffer {
 
     pub fn push(&mut self, sequence: u16, payload: Vec<u8>) {
         let ext = self.extend(sequence);
+        // After a stall everything arrives "late": rather than discard the
+        // whole burst, play on from it with the delay the stall showed.
+        if self.starved >= 2 && self.packets.is_empty() && self.next.is_some_and(|n| ext < n) {
+            self.next = None;
+            self.starved = 0;
+        }
         if self.next.is_some_and(|n| ext < n) || self.packets.contains_key(&ext) {
             self.stats.discarded += 1;
             return;
@@ -123,7 +133,11 @@ impl JitterBuffer {
         self.next = Some(next + 1);
         if let Some(p) = self.packets.remove(&next) {
             self.stats.played += 1;
+            self.starved = 0;
             return Playout::Frame(p);
+        }
+        if self.packets.is_empty() {
+            self.starved += 1;
         }
         if self.packets.is_empty() && self.stats.played == 0 {
             self.next = None;
@@ -213,6 +227,28 @@ mod tests {
             );
         }
         assert!(jb.stats().dropped_for_drift > 40);
+    }
+
+    #[test]
+    fn after_a_stall_the_late_burst_is_played_not_discarded() {
+        let mut jb = JitterBuffer::new(20, 50);
+        for seq in 0..10u16 {
+            jb.push(seq, p(seq as u8));
+            jb.pop();
+        }
+        assert_eq!(jb.pop(), Playout::Frame(p(9)), "the one still held");
+        // 200 ms of nothing: ten frames concealed.
+        for _ in 0..10 {
+            assert!(matches!(jb.pop(), Playout::Conceal | Playout::Wait));
+        }
+        // The sender catches up: its burst is older than the play-out point.
+        for seq in 10..20u16 {
+            jb.push(seq, p(seq as u8));
+        }
+        // Play resumes from the burst, trimmed to target + 2 frames so the
+        // stall does not leave a lasting delay.
+        let played: Vec<Playout> = (0..4).map(|_| jb.pop()).collect();
+        assert_eq!(played, [16, 17, 18, 19].map(|n| Playout::Frame(p(n))));
     }
 
     #[test]

@@ -8,6 +8,10 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use thiserror::Error;
 
+use tokio::sync::{mpsc, watch};
+
+use super::audio::{self, AudioReport, AudioSetup};
+use crate::audio::io::{Sink, Source};
 use crate::ice::{Candidate, ConnectionState, IceAgent, IceConfig, IceCredentials, IceEvent};
 use crate::net::{bind_sockets, spawn_session, IceCommand, IceSession};
 use crate::sdp::{
@@ -213,6 +217,27 @@ impl CallMedia {
         }
     }
 
+    /// Starts the audio over the selected pair (after [`Self::connected`]).
+    pub fn start_audio(&mut self, source: Source, sink: Sink) -> Option<AudioHandle> {
+        let negotiated = self.negotiated.clone()?;
+        // The media channel moves to the audio task; a closed one stays.
+        let (_, closed) = mpsc::channel(1);
+        let media = std::mem::replace(&mut self.session.media, closed);
+        let (stop, stopped) = watch::channel(false);
+        let setup = AudioSetup {
+            source,
+            sink,
+            negotiated,
+        };
+        let task = tokio::spawn(audio::run(
+            setup,
+            self.session.commands.clone(),
+            media,
+            stopped,
+        ));
+        Some(AudioHandle { stop, task })
+    }
+
     /// Ends the ICE session.
     pub fn close(&self) {
         let _ = self.session.commands.send(IceCommand::Shutdown);
@@ -222,6 +247,20 @@ impl CallMedia {
 impl Drop for CallMedia {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A running audio task.
+pub struct AudioHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<AudioReport>,
+}
+
+impl AudioHandle {
+    /// Stops the audio (the speaker file is finished) and returns its figures.
+    pub async fn stop(self) -> AudioReport {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap_or_default()
     }
 }
 

@@ -6,6 +6,7 @@
 //! negotiation into ICE commands. Must not touch: SIP (it sees only SDP
 //! bytes) or protocol decisions of the cores.
 
+pub mod audio;
 pub mod jitter;
 pub mod media;
 
