@@ -408,7 +408,9 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Optio
     ])
     .args(["--hangup-after", "1.5", "--mic", "tone:440"])
     .arg("--speaker")
-    .arg(format!("file:{}", alice_hears.display()));
+    .arg(format!("file:{}", alice_hears.display()))
+    .arg("--report")
+    .arg(dir.join("report.json"));
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -501,6 +503,7 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Optio
             onset / 48
         );
     }
+    check_report(&dir.join("report.json"), &ours);
     let _ = std::fs::remove_dir_all(dir);
     if let Some(kam) = kam {
         assert!(
@@ -508,6 +511,56 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Optio
             "bob still registered"
         );
     }
+}
+
+/// The call report's stable keys hold what the call did.
+fn check_report(path: &Path, pair: &(String, String)) {
+    let text = std::fs::read_to_string(path).expect("the report was written");
+    let r: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
+    let sel = &r["ice"]["selected_pair"];
+    assert_eq!(sel["local"]["type"], "host", "{text}");
+    assert_eq!(sel["remote"]["type"], "host", "{text}");
+    assert_eq!(
+        format!("host {}", sel["local"]["address"].as_str().unwrap()),
+        pair.0
+    );
+    assert_eq!(
+        format!("host {}", sel["remote"]["address"].as_str().unwrap()),
+        pair.1
+    );
+    for key in [
+        "invite_to_answer_ms",
+        "answer_to_ice_connected_ms",
+        "answer_to_first_audio_ms",
+    ] {
+        let ms = r["timing"][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no timing.{key}: {text}"));
+        assert!((0.0..10_000.0).contains(&ms), "timing.{key} = {ms}");
+    }
+    assert!(r["rtp"]["packets_sent"].as_u64().unwrap() >= 50, "{text}");
+    assert!(
+        r["rtp"]["packets_received"].as_u64().unwrap() >= 50,
+        "{text}"
+    );
+    assert!(r["rtp"]["packets_lost"].as_i64().unwrap() <= 2, "{text}");
+    assert!(r["rtp"]["jitter_ms"].as_f64().is_some(), "{text}");
+    let mos = r["quality"]["mos"].as_f64().unwrap();
+    assert!(
+        (4.0..=4.5).contains(&mos),
+        "a clean loopback call: MOS {mos}"
+    );
+    let steps: Vec<&str> = r["sip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["INVITE", "180 Ringing", "200 OK", "ACK", "BYE"],
+        "{text}"
+    );
 }
 
 #[test]

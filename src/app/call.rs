@@ -13,16 +13,22 @@ use tokio::sync::oneshot;
 
 use super::account::{parse_sip_uri, AccountArgs};
 use super::register::{describe, describe_pair, finish, start};
+use super::report::{CallInfo, CallReport, Moments};
+use super::server_addr::{parse_stun_server, resolve};
 use crate::audio::io::{Sink, Source};
 use crate::call::audio::AudioReport;
 use crate::call::media::SelectedPair;
-use crate::call::{CallMedia, MediaError};
+use crate::call::{CallMedia, MediaError, MediaOptions};
 use crate::net::sip_ua::UaCommand;
 use crate::sip::ua::UaEvent;
 
-/// Where a call's audio comes from and goes to.
+/// Where a call's audio comes from and goes to, and how ICE gathers.
 #[derive(clap::Args, Clone, Debug)]
-pub struct AudioFlags {
+pub struct MediaFlags {
+    /// STUN server for server-reflexive candidates: stun:HOST[:PORT]
+    /// (repeatable).
+    #[arg(long, value_name = "URL")]
+    pub stun: Vec<String>,
     /// Microphone: tone:HZ, file:PATH.wav or silence (sound devices come
     /// with the phone).
     #[arg(long, default_value = "silence")]
@@ -32,7 +38,20 @@ pub struct AudioFlags {
     pub speaker: String,
 }
 
-impl AudioFlags {
+impl MediaFlags {
+    /// The STUN servers, resolved; a bad one is an error naming it.
+    pub async fn ice_options(&self) -> Result<MediaOptions, String> {
+        let mut options = MediaOptions::default();
+        for url in &self.stun {
+            let name = parse_stun_server(url).map_err(|e| format!("--stun {url}: {e}"))?;
+            let addr = resolve(&name)
+                .await
+                .map_err(|e| format!("--stun {url}: {e}"))?;
+            options.stun.push(addr);
+        }
+        Ok(options)
+    }
+
     /// Opens both, with a clear error naming the flag.
     pub fn open(&self) -> Result<(Source, Sink), String> {
         let source = Source::parse(&self.mic).map_err(|e| format!("--mic: {e}"))?;
@@ -55,7 +74,9 @@ pub fn describe_audio(r: &AudioReport) -> String {
 
 pub struct CallArgs {
     pub account: AccountArgs,
-    pub audio: AudioFlags,
+    pub audio: MediaFlags,
+    /// Write the JSON call report here.
+    pub report: Option<std::path::PathBuf>,
     pub to: String,
     pub timeout: Duration,
     /// Hang up this long after the answer; `None`: stay until Ctrl-C.
@@ -87,6 +108,13 @@ pub async fn run(args: CallArgs) -> ExitCode {
         }
     };
     let mut audio_io = Some((source, sink));
+    let options = match args.audio.ice_options().await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut audio = None;
     let mut session = match start(&args.account, args.timeout).await {
         Ok(s) => s,
@@ -95,6 +123,7 @@ pub async fn run(args: CallArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    session.options = options;
     let mut media = match CallMedia::start(session.local_ip, true, &session.options).await {
         Ok(m) => m,
         Err(e) => {
@@ -107,6 +136,23 @@ pub async fn run(args: CallArgs) -> ExitCode {
     let body = media.offer();
     println!("calling {to}");
     let sent = Instant::now();
+    let mut moments = Moments {
+        invite: sent,
+        answer: None,
+        ice_connected: None,
+        audio_started: None,
+        ended: None,
+    };
+    let mut report = CallReport {
+        call: CallInfo {
+            from: session.account.aor.to_string(),
+            to: to.to_string(),
+            ended: String::new(),
+        },
+        ..Default::default()
+    };
+    report.record(&moments, "INVITE", true);
+    let mut selected = None;
     let _ = session.handle.commands.send(UaCommand::Invite {
         to: to.clone(),
         body,
@@ -131,21 +177,32 @@ pub async fn run(args: CallArgs) -> ExitCode {
         tokio::select! {
             _ = &mut stop, if !hung_up => {
                 hung_up = true;
+                report.record(&moments, if moments.answer.is_some() { "BYE" } else { "CANCEL" }, true);
                 let _ = session.handle.commands.send(UaCommand::Hangup(call));
             }
             _ = hangup_due, if !hung_up => {
                 hung_up = true;
+                report.record(&moments, "BYE", true);
                 let _ = session.handle.commands.send(UaCommand::Hangup(call));
             }
             event = session.handle.events.recv() => match event {
-                Some(UaEvent::CallProgress { code, reason, .. }) => println!("{code} {reason}"),
+                Some(UaEvent::CallProgress { code, reason, .. }) => {
+                    println!("{code} {reason}");
+                    report.record(&moments, &format!("{code} {reason}"), false);
+                }
                 Some(UaEvent::CallAnswered { body, .. }) => {
                     println!("answered after {} ms", sent.elapsed().as_millis());
+                    moments.answer = Some(Instant::now());
+                    report.record(&moments, "200 OK", false);
+                    report.record(&moments, "ACK", true);
                     match connect(&mut media, &body).await {
                         Ok(pair) => {
                             println!("{}", describe_pair(&pair));
+                            moments.ice_connected = Some(Instant::now());
+                            selected = Some(pair);
                             if let Some((source, sink)) = audio_io.take() {
                                 audio = media.start_audio(source, sink);
+                                moments.audio_started = Some(Instant::now());
                             }
                         }
                         Err(e) => {
@@ -161,6 +218,11 @@ pub async fn run(args: CallArgs) -> ExitCode {
                 }
                 Some(UaEvent::CallEnded { end, .. }) => {
                     println!("call ended: {}", describe(&end));
+                    moments.ended = Some(Instant::now());
+                    report.call.ended = describe(&end);
+                    if matches!(end, crate::sip::calls::CallEnd::Remote) {
+                        report.record(&moments, "BYE", false);
+                    }
                     if !matches!(end, crate::sip::calls::CallEnd::Local | crate::sip::calls::CallEnd::Remote) {
                         outcome = ExitCode::from(1);
                     }
@@ -174,8 +236,38 @@ pub async fn run(args: CallArgs) -> ExitCode {
             },
         }
     }
-    if let Some(audio) = audio {
-        println!("{}", describe_audio(&audio.stop().await));
+    let audio_report = match audio {
+        Some(audio) => {
+            let r = audio.stop().await;
+            println!("{}", describe_audio(&r));
+            Some(r)
+        }
+        None => None,
+    };
+    if let Some(path) = &args.report {
+        report.set_ice(
+            media.local_candidates(),
+            media.remote_candidates(),
+            media.checked_pairs(),
+            selected.as_ref(),
+        );
+        let rtt = selected.as_ref().and_then(|s| {
+            media
+                .checked_pairs()
+                .iter()
+                .find(|p| p.local == s.local.base && p.remote == s.remote.address)
+                .and_then(|p| p.rtt)
+        });
+        report.finish(
+            &moments,
+            audio_report.as_ref(),
+            rtt,
+            Duration::from_millis(40),
+        );
+        match report.write(path) {
+            Ok(()) => println!("report written to {}", path.display()),
+            Err(e) => eprintln!("error: cannot write the report: {e}"),
+        }
     }
     let unregistered = finish(session).await;
     if outcome == ExitCode::SUCCESS {

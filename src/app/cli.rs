@@ -98,7 +98,7 @@ pub enum Command {
         #[arg(long)]
         auto_answer: bool,
         #[command(flatten)]
-        audio: super::call::AudioFlags,
+        audio: super::call::MediaFlags,
     },
     /// Register, call a SIP URI, stay in the call, hang up, unregister.
     Call {
@@ -113,7 +113,11 @@ pub enum Command {
         #[arg(long, value_name = "SECS")]
         hangup_after: Option<f64>,
         #[command(flatten)]
-        audio: super::call::AudioFlags,
+        audio: super::call::MediaFlags,
+        /// Write a JSON call report (SIP timeline, ICE candidates and pairs,
+        /// timings, RTP figures, MOS estimate) to this file.
+        #[arg(long, value_name = "PATH.json")]
+        report: Option<std::path::PathBuf>,
     },
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
@@ -398,6 +402,7 @@ pub fn run() -> ExitCode {
                 timeout,
                 hangup_after,
                 audio,
+                report,
             } => {
                 let hangup_after = match hangup_after.map(Duration::try_from_secs_f64) {
                     Some(Err(_)) => {
@@ -409,6 +414,7 @@ pub fn run() -> ExitCode {
                 super::call::run(super::call::CallArgs {
                     account,
                     audio,
+                    report,
                     to,
                     timeout: Duration::from_secs(timeout),
                     hangup_after,

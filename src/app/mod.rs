@@ -13,6 +13,7 @@ pub mod config;
 pub mod demo;
 pub mod nat_check;
 pub mod register;
+pub mod report;
 pub mod server_addr;
 pub mod turn_probe;
 

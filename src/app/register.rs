@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::account::{local_ip_towards, Account, AccountArgs};
-use super::call::{describe_audio, AudioFlags};
+use super::call::{describe_audio, MediaFlags};
 use crate::net::sip_transport::{SipSockets, SipTls};
 use crate::net::sip_ua::{spawn_user_agent, UaCommand, UaHandle};
 use tokio::sync::{mpsc, watch};
@@ -30,7 +30,7 @@ pub struct RegisterArgs {
     pub timeout: Duration,
     /// Answer incoming calls (180, then 200).
     pub auto_answer: bool,
-    pub audio: AudioFlags,
+    pub audio: MediaFlags,
 }
 
 /// A registered account with its user agent running.
@@ -42,7 +42,14 @@ pub struct Session {
 }
 
 pub async fn run(args: RegisterArgs) -> ExitCode {
-    let session = match start(&args.account, args.timeout).await {
+    let options = match args.audio.ice_options().await {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut session = match start(&args.account, args.timeout).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -54,6 +61,7 @@ pub async fn run(args: RegisterArgs) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    session.options = options;
     serve_until_signal(session, args.auto_answer, args.audio).await
 }
 
@@ -117,7 +125,7 @@ pub async fn start(args: &AccountArgs, timeout: Duration) -> Result<Session, Str
 async fn serve_until_signal(
     mut session: Session,
     auto_answer: bool,
-    audio: AudioFlags,
+    audio: MediaFlags,
 ) -> ExitCode {
     let stop = crate::net::shutdown_signal();
     tokio::pin!(stop);
@@ -172,7 +180,7 @@ struct AnswerCall {
     offer: Vec<u8>,
     local_ip: IpAddr,
     options: MediaOptions,
-    audio: AudioFlags,
+    audio: MediaFlags,
     /// Turns true when the call ends.
     ended: watch::Receiver<bool>,
 }

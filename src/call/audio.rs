@@ -138,7 +138,7 @@ fn on_packet(
         r.receive(&rtp.header, rtp.payload.len(), now)
     {
         report.first_packet_after.get_or_insert(started.elapsed());
-        report.bytes_received += rtp.payload.len() as u64;
+        report.bytes_received += packet.data.len() as u64;
         jitter.set_jitter_ms(r.jitter().as_secs_f64() * 1e3);
         jitter.push(rtp.header.sequence, rtp.payload.to_vec());
     }

@@ -12,7 +12,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::audio::{self, AudioReport, AudioSetup};
 use crate::audio::io::{Sink, Source};
-use crate::ice::{Candidate, ConnectionState, IceAgent, IceConfig, IceCredentials, IceEvent};
+use crate::ice::{
+    Candidate, ConnectionState, IceAgent, IceConfig, IceCredentials, IceEvent, PairState,
+};
 use crate::net::{bind_sockets, spawn_session, IceCommand, IceSession};
 use crate::sdp::{
     self, CodecName, Direction, IceDescription, LocalMedia, Negotiated, SdpError,
@@ -62,6 +64,18 @@ pub struct CallMedia {
     state: ConnectionState,
     /// The negotiation left ICE out: media would go here.
     without_ice: Option<SocketAddr>,
+    /// Every pair checked, with its last state and round trip.
+    pairs: Vec<CheckedPair>,
+}
+
+/// A candidate pair as the checks left it, for the call report.
+#[derive(Clone, Debug)]
+pub struct CheckedPair {
+    pub component: u16,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: PairState,
+    pub rtt: Option<Duration>,
 }
 
 impl CallMedia {
@@ -120,6 +134,7 @@ impl CallMedia {
             selected: None,
             state: ConnectionState::New,
             without_ice: None,
+            pairs: Vec::new(),
         })
     }
 
@@ -213,8 +228,53 @@ impl CallMedia {
                 });
             }
             IceEvent::ConnectionState(s) => self.state = s,
+            IceEvent::PairStateChanged {
+                component,
+                local,
+                remote,
+                state,
+                rtt,
+            } => {
+                let pair = CheckedPair {
+                    component,
+                    local,
+                    remote,
+                    state,
+                    rtt,
+                };
+                match self
+                    .pairs
+                    .iter_mut()
+                    .find(|p| p.component == component && p.local == local && p.remote == remote)
+                {
+                    Some(p) => {
+                        *p = CheckedPair {
+                            rtt: rtt.or(p.rtt),
+                            ..pair
+                        }
+                    }
+                    None => self.pairs.push(pair),
+                }
+            }
             _ => {}
         }
+    }
+
+    /// Our candidates, as offered or answered.
+    pub fn local_candidates(&self) -> &[Candidate] {
+        self.local.ice.as_ref().map_or(&[], |i| &i.candidates)
+    }
+
+    /// The peer's candidates, once negotiated.
+    pub fn remote_candidates(&self) -> &[Candidate] {
+        self.negotiated
+            .as_ref()
+            .and_then(|n| n.remote_ice.as_ref())
+            .map_or(&[], |i| &i.candidates)
+    }
+
+    pub fn checked_pairs(&self) -> &[CheckedPair] {
+        &self.pairs
     }
 
     /// Starts the audio over the selected pair (after [`Self::connected`]).

@@ -1,0 +1,231 @@
+//! The JSON call report of `icephone call --report PATH.json`. Scripts read
+//! it, so these keys stay as they are (more may be added):
+//! `ice.selected_pair.local.type`, `ice.selected_pair.remote.type`,
+//! `ice.selected_pair.local.address`, `ice.selected_pair.remote.address`,
+//! `timing.invite_to_answer_ms`, `timing.answer_to_ice_connected_ms`,
+//! `timing.answer_to_first_audio_ms`, `rtp.packets_sent`,
+//! `rtp.packets_received`, `rtp.packets_lost`, `rtp.jitter_ms`,
+//! `quality.mos`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::call::audio::AudioReport;
+use crate::call::media::{CheckedPair, SelectedPair};
+use crate::ice::Candidate;
+use crate::rtp::{estimate, CodecImpairment, QualityInput};
+
+#[derive(Serialize, Default)]
+pub struct CallReport {
+    pub call: CallInfo,
+    pub sip: Vec<SipStep>,
+    pub ice: IceReport,
+    pub timing: Timing,
+    pub rtp: RtpReport,
+    pub quality: Quality,
+}
+
+#[derive(Serialize, Default)]
+pub struct CallInfo {
+    pub from: String,
+    pub to: String,
+    /// `hung up here`, `486 Busy Here`, …
+    pub ended: String,
+}
+
+/// One SIP message of the call, `ms` after the INVITE went.
+#[derive(Serialize)]
+pub struct SipStep {
+    pub ms: u64,
+    pub message: String,
+    pub direction: &'static str,
+}
+
+#[derive(Serialize, Default)]
+pub struct IceReport {
+    pub local_candidates: Vec<CandidateReport>,
+    pub remote_candidates: Vec<CandidateReport>,
+    pub pairs: Vec<PairReport>,
+    pub selected_pair: Option<SelectedReport>,
+}
+
+#[derive(Serialize)]
+pub struct CandidateReport {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub address: String,
+    pub protocol: &'static str,
+    pub priority: u32,
+    pub component: u16,
+}
+
+impl From<&Candidate> for CandidateReport {
+    fn from(c: &Candidate) -> Self {
+        CandidateReport {
+            kind: c.kind.to_string(),
+            address: c.address.to_string(),
+            protocol: "udp",
+            priority: c.priority,
+            component: c.component,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct PairReport {
+    pub component: u16,
+    pub local: String,
+    pub remote: String,
+    pub state: &'static str,
+    pub rtt_ms: Option<f64>,
+}
+
+impl From<&CheckedPair> for PairReport {
+    fn from(p: &CheckedPair) -> Self {
+        PairReport {
+            component: p.component,
+            local: p.local.to_string(),
+            remote: p.remote.to_string(),
+            state: p.state.as_str(),
+            rtt_ms: p.rtt.map(ms_f64),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct SelectedReport {
+    pub local: CandidateReport,
+    pub remote: CandidateReport,
+}
+
+#[derive(Serialize, Default)]
+pub struct Timing {
+    pub invite_to_answer_ms: Option<f64>,
+    pub answer_to_ice_connected_ms: Option<f64>,
+    pub answer_to_first_audio_ms: Option<f64>,
+    pub call_ms: Option<f64>,
+}
+
+#[derive(Serialize, Default)]
+pub struct RtpReport {
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub packets_lost: i64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub jitter_ms: f64,
+    pub frames_played: u64,
+    pub frames_recovered_by_fec: u64,
+    pub frames_concealed: u64,
+}
+
+#[derive(Serialize, Default)]
+pub struct Quality {
+    /// E-model (ITU-T G.107) estimate, 1 to 4.5.
+    pub mos: Option<f64>,
+    pub r_factor: Option<f64>,
+}
+
+/// The moments of a call, as `call` sees them.
+pub struct Moments {
+    pub invite: Instant,
+    pub answer: Option<Instant>,
+    pub ice_connected: Option<Instant>,
+    pub audio_started: Option<Instant>,
+    pub ended: Option<Instant>,
+}
+
+impl CallReport {
+    pub fn record(&mut self, moments: &Moments, message: &str, outgoing: bool) {
+        self.sip.push(SipStep {
+            ms: moments.invite.elapsed().as_millis() as u64,
+            message: message.to_owned(),
+            direction: if outgoing { "sent" } else { "received" },
+        });
+    }
+
+    pub fn set_ice(
+        &mut self,
+        local: &[Candidate],
+        remote: &[Candidate],
+        pairs: &[CheckedPair],
+        selected: Option<&SelectedPair>,
+    ) {
+        self.ice = IceReport {
+            local_candidates: local.iter().map(Into::into).collect(),
+            remote_candidates: remote.iter().map(Into::into).collect(),
+            pairs: pairs.iter().map(Into::into).collect(),
+            selected_pair: selected.map(|s| SelectedReport {
+                local: (&s.local).into(),
+                remote: (&s.remote).into(),
+            }),
+        };
+    }
+
+    /// Timings, RTP figures and the quality estimate. `network_rtt` is the
+    /// selected pair's check round trip (no RTCP RTT yet).
+    pub fn finish(
+        &mut self,
+        m: &Moments,
+        audio: Option<&AudioReport>,
+        network_rtt: Option<Duration>,
+        jitter_buffer: Duration,
+    ) {
+        let between = |a: Option<Instant>, b: Option<Instant>| {
+            a.zip(b)
+                .map(|(a, b)| ms_f64(b.saturating_duration_since(a)))
+        };
+        self.timing = Timing {
+            invite_to_answer_ms: between(Some(m.invite), m.answer),
+            answer_to_ice_connected_ms: between(m.answer, m.ice_connected),
+            answer_to_first_audio_ms: audio
+                .and_then(|a| a.first_packet_after)
+                .and_then(|first| m.audio_started.map(|s| s + first))
+                .and_then(|first| between(m.answer, Some(first))),
+            call_ms: between(m.answer, m.ended),
+        };
+        let Some(a) = audio else {
+            return;
+        };
+        self.rtp = RtpReport {
+            packets_sent: a.packets_sent,
+            packets_received: a.packets_received,
+            packets_lost: a.packets_lost,
+            bytes_sent: a.bytes_sent,
+            bytes_received: a.bytes_received,
+            jitter_ms: (a.jitter_ms * 10.0).round() / 10.0,
+            frames_played: a.playout.played,
+            frames_recovered_by_fec: a.playout.recovered,
+            frames_concealed: a.playout.concealed,
+        };
+        if a.packets_received == 0 {
+            return;
+        }
+        let expected = a.packets_received as f64 + a.packets_lost.max(0) as f64;
+        let loss = 100.0 * a.packets_lost.max(0) as f64 / expected;
+        // Mouth to ear: half the round trip, 20 ms of packetisation, the
+        // jitter buffer (devices are not counted: there are none yet).
+        let delay = network_rtt.unwrap_or_default() / 2 + Duration::from_millis(20) + jitter_buffer;
+        let q = estimate(&QualityInput {
+            one_way_delay: delay,
+            packet_loss_percent: loss,
+            burst_ratio: 1.0,
+            codec: CodecImpairment::OPUS,
+        });
+        self.quality = Quality {
+            mos: Some((q.mos * 100.0).round() / 100.0),
+            r_factor: Some((q.r * 10.0).round() / 10.0),
+        };
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+fn ms_f64(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
