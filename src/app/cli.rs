@@ -180,6 +180,14 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One call's audio CPU per 20 ms frame (Opus with FEC, RTP, jitter
+    /// buffer, both directions), and so calls per core.
+    Media {
+        #[arg(long, default_value_t = 3000)]
+        frames: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Full SIP registrations (401, signed REGISTER, 200) per second.
     Register {
         #[command(flatten)]
@@ -288,6 +296,7 @@ pub fn run() -> ExitCode {
                 });
                 super::bench::print(&r, json)
             }
+            BenchCommand::Media { frames, json } => super::bench_media::run(frames, json),
             BenchCommand::Register { sip } => {
                 let (args, json) = sip.into_args();
                 super::bench::print(&super::bench_sip::register(args), json)
