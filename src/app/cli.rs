@@ -188,6 +188,21 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Share of audio frames that survive random loss and jitter, with
+    /// FEC and concealment against without (virtual time).
+    Quality {
+        /// Percent of packets lost at random.
+        #[arg(long, default_value_t = 5.0)]
+        loss: f64,
+        /// Extra delay drawn uniformly from 0 to twice this, ms.
+        #[arg(long, default_value_t = 30)]
+        jitter: u64,
+        /// Seconds of simulated call.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Full SIP registrations (401, signed REGISTER, 200) per second.
     Register {
         #[command(flatten)]
@@ -297,6 +312,12 @@ pub fn run() -> ExitCode {
                 super::bench::print(&r, json)
             }
             BenchCommand::Media { frames, json } => super::bench_media::run(frames, json),
+            BenchCommand::Quality {
+                loss,
+                jitter,
+                seconds,
+                json,
+            } => super::bench_quality::run(loss, jitter, seconds, json),
             BenchCommand::Register { sip } => {
                 let (args, json) = sip.into_args();
                 super::bench::print(&super::bench_sip::register(args), json)

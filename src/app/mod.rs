@@ -7,6 +7,7 @@
 pub mod account;
 pub mod bench;
 pub mod bench_media;
+pub mod bench_quality;
 pub mod bench_sip;
 pub mod call;
 pub mod cli;
