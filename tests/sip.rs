@@ -372,6 +372,16 @@ fn a_registered_ua_answers_hostile_sip_with_400_or_silence_and_keeps_serving() {
 /// With audio both ways at once: alice's microphone is a 440 Hz tone,
 /// bob's an 880 Hz one, and each records what it hears.
 fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Option<&Kamailio>) {
+    call_with(registrar_of_caller, registrar_of_callee, kam, &[]);
+}
+
+/// As [`call_through`], with more flags for the callee (e.g. its codecs).
+fn call_with(
+    registrar_of_caller: &str,
+    registrar_of_callee: &str,
+    kam: Option<&Kamailio>,
+    callee_flags: &[&str],
+) {
     // Tests run in parallel in one process: each call its own folder.
     static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -380,17 +390,19 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Optio
     let alice_hears = dir.join("alice.wav");
     let bob_hears = dir.join("bob.wav");
     let bob_speaker = format!("file:{}", bob_hears.display());
+    let mut flags = vec![
+        "--auto-answer",
+        "--mic",
+        "tone:880",
+        "--speaker",
+        &bob_speaker,
+    ];
+    flags.extend_from_slice(callee_flags);
     let mut bob = Background::spawn(&mut register_cmd(
         &format!("sip:bob@{REALM}"),
         "Bob-pw2",
         registrar_of_callee,
-        &[
-            "--auto-answer",
-            "--mic",
-            "tone:880",
-            "--speaker",
-            &bob_speaker,
-        ],
+        &flags,
     ));
     bob.wait_line("registered ", Duration::from_secs(10));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
@@ -689,6 +701,13 @@ fn register_and_call_through_icephone_serve() {
     }
     call_through(&serve.registrar("udp"), &serve.registrar("udp"), None);
     call_through(&serve.registrar("tcp"), &serve.registrar("tcp"), None);
+    // A callee with G.711 only: the call falls back to PCMU.
+    call_with(
+        &serve.registrar("udp"),
+        &serve.registrar("udp"),
+        None,
+        &["--codecs", "pcmu"],
+    );
     // Bob unregistered at the end of each call: the proxy has no binding
     // (480), and nobody is called dave (404).
     call_ends_with(&serve, "bob", "call ended: 480");

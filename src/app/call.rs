@@ -29,6 +29,9 @@ pub struct MediaFlags {
     /// (repeatable).
     #[arg(long, value_name = "URL")]
     pub stun: Vec<String>,
+    /// Voice codecs to offer or accept, in order: opus, pcmu, pcma.
+    #[arg(long, value_delimiter = ',', default_value = "opus,pcmu,pcma")]
+    pub codecs: Vec<String>,
     /// Microphone: tone:HZ, file:PATH.wav or silence (sound devices come
     /// with the phone).
     #[arg(long, default_value = "silence")]
@@ -42,6 +45,16 @@ impl MediaFlags {
     /// The STUN servers, resolved; a bad one is an error naming it.
     pub async fn ice_options(&self) -> Result<MediaOptions, String> {
         let mut options = MediaOptions::default();
+        for name in &self.codecs {
+            match crate::sdp::CodecName::from_encoding(name.trim()) {
+                Some(c) if c != crate::sdp::CodecName::TelephoneEvent => options.codecs.push(c),
+                _ => {
+                    return Err(format!(
+                        "--codecs: unknown codec {name:?} (opus, pcmu, pcma)"
+                    ))
+                }
+            }
+        }
         for url in &self.stun {
             let name = parse_stun_server(url).map_err(|e| format!("--stun {url}: {e}"))?;
             let addr = resolve(&name)

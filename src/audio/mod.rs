@@ -9,6 +9,7 @@
 
 pub mod analysis;
 pub mod codec;
+pub mod g711;
 pub mod io;
 
 /// Every frame inside icephone is 48 kHz mono (RFC 7587 clocks Opus at

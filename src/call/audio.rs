@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::jitter::{JitterBuffer, JitterStats, Playout};
 use crate::audio::codec::{OpusDecoder, OpusEncoder};
+use crate::audio::g711::{Law, G711, G711_FRAME};
 use crate::audio::io::{Sink, Source};
 use crate::audio::FRAME;
 use crate::net::{IceCommand, MediaPacket};
@@ -41,8 +42,8 @@ pub struct AudioSetup {
     pub negotiated: Negotiated,
 }
 
-/// Runs until `stop` turns true; returns the figures. Only Opus is sent
-/// and played (a G.711-only peer gets nothing yet: an honest gap).
+/// Runs until `stop` turns true; returns the figures. Opus, or G.711 for a
+/// peer without it.
 pub async fn run(
     setup: AudioSetup,
     commands: mpsc::UnboundedSender<IceCommand>,
@@ -56,17 +57,16 @@ pub async fn run(
     } = setup;
     let mut report = AudioReport::default();
     let codec = &negotiated.send_codec;
-    if codec.name != CodecName::Opus {
-        tracing::warn!(%codec, "only Opus audio is implemented; the call stays silent");
-    }
-    let opus_pt = codec.payload_type;
-    let sending = codec.name == CodecName::Opus && negotiated.direction.sends();
+    let voice_pt = codec.payload_type;
+    let sending = negotiated.direction.sends();
     let mut rng = StdRng::from_os_rng();
     let started = Instant::now();
-    let mut sender = RtpSender::new(&mut rng, opus_pt, 48_000, started);
+    let mut sender = RtpSender::new(&mut rng, voice_pt, codec.clock_rate, started);
     let mut receiver: Option<RtpReceiver> = None;
-    let mut encoder = OpusEncoder::new(negotiated.send_fec, negotiated.max_bitrate).ok();
-    let mut decoder = OpusDecoder::new().ok();
+    let Some(mut voice) = Voice::new(&negotiated) else {
+        tracing::warn!(%codec, "no codec to send with: the call stays silent");
+        return report;
+    };
     let mut jitter = JitterBuffer::new(20, 50);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -80,24 +80,23 @@ pub async fn run(
             biased;
             packet = media.recv() => {
                 let Some(packet) = packet else { break };
-                on_packet(&packet, opus_pt, &mut receiver, &mut jitter, &mut report, started);
+                let clock = codec.clock_rate;
+                on_packet(&packet, (voice_pt, clock), &mut receiver, &mut jitter, &mut report, started);
             }
             _ = tick.tick() => {
                 source.next_frame(&mut frame);
                 // One 20 ms Opus frame a packet, whatever a=ptime asked:
                 // packing two frames for 40 ms is not done yet.
                 if sending {
-                    if let Some(enc) = encoder.as_mut() {
-                        if let Ok(payload) = enc.encode(&frame) {
-                            let packet = sender.packetize(payload, FRAME as u32, first);
-                            first = false;
-                            report.packets_sent += 1;
-                            report.bytes_sent += packet.len() as u64;
-                            let _ = commands.send(IceCommand::SendMedia { component: 1, data: packet });
-                        }
+                    if let Some((payload, samples)) = voice.encode(&frame) {
+                        let packet = sender.packetize(&payload, samples, first);
+                        first = false;
+                        report.packets_sent += 1;
+                        report.bytes_sent += packet.len() as u64;
+                        let _ = commands.send(IceCommand::SendMedia { component: 1, data: packet });
                     }
                 }
-                play(&mut jitter, decoder.as_mut(), &mut out);
+                voice.play(&mut jitter, &mut out);
                 sink.write(&out);
             }
             _ = stop.changed() => break,
@@ -117,7 +116,7 @@ pub async fn run(
 /// the call report).
 fn on_packet(
     packet: &MediaPacket,
-    opus_pt: u8,
+    (voice_pt, clock_rate): (u8, u32),
     receiver: &mut Option<RtpReceiver>,
     jitter: &mut JitterBuffer,
     report: &mut AudioReport,
@@ -129,11 +128,11 @@ fn on_packet(
     let Ok(rtp) = RtpPacket::parse(&packet.data) else {
         return;
     };
-    if rtp.header.payload_type != opus_pt {
+    if rtp.header.payload_type != voice_pt {
         return;
     }
     let now = Instant::now();
-    let r = receiver.get_or_insert_with(|| RtpReceiver::new(rtp.header.ssrc, 48_000, now));
+    let r = receiver.get_or_insert_with(|| RtpReceiver::new(rtp.header.ssrc, clock_rate, now));
     if let ReceiveOutcome::Accepted { .. } | ReceiveOutcome::Resynchronized { .. } =
         r.receive(&rtp.header, rtp.payload.len(), now)
     {
@@ -144,22 +143,55 @@ fn on_packet(
     }
 }
 
-/// One frame out of the jitter buffer, decoded (silence while filling).
-fn play(jitter: &mut JitterBuffer, decoder: Option<&mut OpusDecoder>, out: &mut [i16; FRAME]) {
-    let Some(dec) = decoder else {
-        out.fill(0);
-        return;
-    };
-    let ok = match jitter.pop() {
-        Playout::Wait => {
-            out.fill(0);
-            Ok(())
+/// The voice codec both directions use (the negotiated send codec; our
+/// answer and offer make the peer send the same).
+enum Voice {
+    Opus(Box<OpusEncoder>, Box<OpusDecoder>),
+    G711(G711),
+}
+
+impl Voice {
+    fn new(n: &Negotiated) -> Option<Self> {
+        match n.send_codec.name {
+            CodecName::Opus => Some(Voice::Opus(
+                Box::new(OpusEncoder::new(n.send_fec, n.max_bitrate).ok()?),
+                Box::new(OpusDecoder::new().ok()?),
+            )),
+            CodecName::Pcmu => Some(Voice::G711(G711::new(Law::Mu))),
+            CodecName::Pcma => Some(Voice::G711(G711::new(Law::A))),
+            CodecName::TelephoneEvent => None,
         }
-        Playout::Frame(p) => dec.decode(&p, out),
-        Playout::Recover(next) => dec.recover(&next, out),
-        Playout::Conceal => dec.conceal(out),
-    };
-    if ok.is_err() {
-        out.fill(0);
+    }
+
+    /// A frame's payload and its duration in RTP clock units.
+    fn encode(&mut self, frame: &[i16; FRAME]) -> Option<(Vec<u8>, u32)> {
+        match self {
+            Voice::Opus(enc, _) => enc.encode(frame).ok().map(|p| (p.to_vec(), FRAME as u32)),
+            Voice::G711(g) => Some((g.encode(frame), G711_FRAME as u32)),
+        }
+    }
+
+    /// One frame out of the jitter buffer, decoded (silence while filling).
+    fn play(&mut self, jitter: &mut JitterBuffer, out: &mut [i16; FRAME]) {
+        let ok = match (self, jitter.pop()) {
+            (_, Playout::Wait) => {
+                out.fill(0);
+                Ok(())
+            }
+            (Voice::Opus(_, dec), Playout::Frame(p)) => dec.decode(&p, out),
+            (Voice::Opus(_, dec), Playout::Recover(next)) => dec.recover(&next, out),
+            (Voice::Opus(_, dec), Playout::Conceal) => dec.conceal(out),
+            (Voice::G711(g), Playout::Frame(p)) => {
+                g.decode(&p, out);
+                Ok(())
+            }
+            (Voice::G711(g), Playout::Recover(_) | Playout::Conceal) => {
+                g.conceal(out);
+                Ok(())
+            }
+        };
+        if ok.is_err() {
+            out.fill(0);
+        }
     }
 }

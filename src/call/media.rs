@@ -42,6 +42,8 @@ pub enum MediaError {
 pub struct MediaOptions {
     /// STUN servers for server-reflexive candidates.
     pub stun: Vec<SocketAddr>,
+    /// Voice codecs in order of preference; empty: Opus, PCMU, PCMA.
+    pub codecs: Vec<CodecName>,
 }
 
 /// The pair ICE selected, as the call reports it.
@@ -106,7 +108,11 @@ impl CallMedia {
             .ok_or_else(|| MediaError::Socket("no candidate".into()))?;
         let credentials = session.local_credentials.clone();
         let local = LocalMedia {
-            codecs: vec![CodecName::Opus, CodecName::Pcmu, CodecName::Pcma],
+            codecs: if options.codecs.is_empty() {
+                vec![CodecName::Opus, CodecName::Pcmu, CodecName::Pcma]
+            } else {
+                options.codecs.clone()
+            },
             dtmf: true,
             ptime: 20,
             direction: Direction::SendRecv,
