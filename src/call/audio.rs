@@ -146,19 +146,20 @@ fn on_packet(
 /// The voice codec both directions use (the negotiated send codec; our
 /// answer and offer make the peer send the same).
 enum Voice {
-    Opus(Box<OpusEncoder>, Box<OpusDecoder>),
-    G711(G711),
+    Opus(OpusEncoder, OpusDecoder),
+    /// Boxed: it keeps a whole frame for concealment.
+    G711(Box<G711>),
 }
 
 impl Voice {
     fn new(n: &Negotiated) -> Option<Self> {
         match n.send_codec.name {
             CodecName::Opus => Some(Voice::Opus(
-                Box::new(OpusEncoder::new(n.send_fec, n.max_bitrate).ok()?),
-                Box::new(OpusDecoder::new().ok()?),
+                OpusEncoder::new(n.send_fec, n.max_bitrate).ok()?,
+                OpusDecoder::new().ok()?,
             )),
-            CodecName::Pcmu => Some(Voice::G711(G711::new(Law::Mu))),
-            CodecName::Pcma => Some(Voice::G711(G711::new(Law::A))),
+            CodecName::Pcmu => Some(Voice::G711(Box::new(G711::new(Law::Mu)))),
+            CodecName::Pcma => Some(Voice::G711(Box::new(G711::new(Law::A)))),
             CodecName::TelephoneEvent => None,
         }
     }
