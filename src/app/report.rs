@@ -119,6 +119,12 @@ pub struct RtpReport {
     pub frames_played: u64,
     pub frames_recovered_by_fec: u64,
     pub frames_concealed: u64,
+    /// Round trip measured by RTCP (RFC 3550 §6.4.1).
+    pub rtt_ms: Option<f64>,
+    pub rtcp_sent: u64,
+    pub rtcp_received: u64,
+    /// What the peer last reported losing of our stream, percent.
+    pub remote_loss_percent: Option<f64>,
 }
 
 #[derive(Serialize, Default)]
@@ -165,7 +171,7 @@ impl CallReport {
     }
 
     /// Timings, RTP figures and the quality estimate. `network_rtt` is the
-    /// selected pair's check round trip (no RTCP RTT yet).
+    /// selected pair's check round trip, used until RTCP has measured one.
     pub fn finish(
         &mut self,
         m: &Moments,
@@ -199,6 +205,10 @@ impl CallReport {
             frames_played: a.playout.played,
             frames_recovered_by_fec: a.playout.recovered,
             frames_concealed: a.playout.concealed,
+            rtt_ms: a.rtt_ms.map(|v| (v * 10.0).round() / 10.0),
+            rtcp_sent: a.rtcp_sent,
+            rtcp_received: a.rtcp_received,
+            remote_loss_percent: a.remote_fraction_lost.map(|f| (f * 1000.0).round() / 10.0),
         };
         if a.packets_received == 0 {
             return;
@@ -207,7 +217,11 @@ impl CallReport {
         let loss = 100.0 * a.packets_lost.max(0) as f64 / expected;
         // Mouth to ear: half the round trip, 20 ms of packetisation, the
         // jitter buffer (devices are not counted: there are none yet).
-        let delay = network_rtt.unwrap_or_default() / 2 + Duration::from_millis(20) + jitter_buffer;
+        let rtt = a
+            .rtt_ms
+            .and_then(|ms| Duration::try_from_secs_f64(ms / 1e3).ok())
+            .or(network_rtt);
+        let delay = rtt.unwrap_or_default() / 2 + Duration::from_millis(20) + jitter_buffer;
         let q = estimate(&QualityInput {
             one_way_delay: delay,
             packet_loss_percent: loss,

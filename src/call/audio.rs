@@ -5,10 +5,10 @@
 //! Runs on its own tokio task beside the ICE driver; the codec and the RTP
 //! state are sans-IO pieces it only calls.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use tokio::sync::{mpsc, watch};
 
 use super::jitter::{JitterBuffer, JitterStats, Playout};
@@ -17,7 +17,7 @@ use crate::audio::g711::{Law, G711, G711_FRAME};
 use crate::audio::io::{Sink, Source};
 use crate::audio::FRAME;
 use crate::net::{IceCommand, MediaPacket};
-use crate::rtp::{ReceiveOutcome, RtpPacket, RtpReceiver, RtpSender};
+use crate::rtp::{NtpTime, ReceiveOutcome, RtcpTiming, RtpPacket, RtpSession, SessionConfig};
 use crate::sdp::{CodecName, Negotiated};
 
 /// What the audio of a call amounted to.
@@ -34,6 +34,12 @@ pub struct AudioReport {
     pub playout: JitterStats,
     /// The speaker file could not be finished (with why).
     pub sink_error: Option<String>,
+    /// Round trip from RTCP (LSR/DLSR), once a report came back.
+    pub rtt_ms: Option<f64>,
+    /// What the peer last reported losing of our stream, 0 to 1.
+    pub remote_fraction_lost: Option<f64>,
+    pub rtcp_sent: u64,
+    pub rtcp_received: u64,
 }
 
 pub struct AudioSetup {
@@ -61,11 +67,25 @@ pub async fn run(
     let sending = negotiated.direction.sends();
     let mut rng = StdRng::from_os_rng();
     let started = Instant::now();
-    let mut sender = RtpSender::new(&mut rng, voice_pt, codec.clock_rate, started);
-    let mut receiver: Option<RtpReceiver> = None;
     let Some(mut voice) = Voice::new(&negotiated) else {
         tracing::warn!(%codec, "no codec to send with: the call stays silent");
         return report;
+    };
+    let config = SessionConfig {
+        payload_type: voice_pt,
+        clock_rate: codec.clock_rate,
+        event_payload_type: negotiated.dtmf.as_ref().map(|d| d.payload_type),
+        cname: format!("icephone-{:08x}", rng.next_u32()),
+        timing: RtcpTiming::default(),
+    };
+    // The one wall-clock reading RTCP's NTP timestamps are counted from.
+    let wallclock = NtpTime::from_system_time(SystemTime::now());
+    let mut rtp = match RtpSession::new(config, started, wallclock, &mut rng) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start RTP");
+            return report;
+        }
     };
     let mut jitter = JitterBuffer::new(20, 50);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -80,8 +100,13 @@ pub async fn run(
             biased;
             packet = media.recv() => {
                 let Some(packet) = packet else { break };
-                let clock = codec.clock_rate;
-                on_packet(&packet, (voice_pt, clock), &mut receiver, &mut jitter, &mut report, started);
+                on_packet(&packet, voice_pt, &mut rtp, &mut jitter, &mut report, started);
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(rtp.poll_timeout())) => {
+                if let Some(compound) = rtp.handle_timeout(Instant::now(), &mut rng) {
+                    report.rtcp_sent += 1;
+                    let _ = commands.send(IceCommand::SendMedia { component: 1, data: compound });
+                }
             }
             _ = tick.tick() => {
                 source.next_frame(&mut frame);
@@ -89,7 +114,7 @@ pub async fn run(
                 // packing two frames for 40 ms is not done yet.
                 if sending {
                     if let Some((payload, samples)) = voice.encode(&frame) {
-                        let packet = sender.packetize(&payload, samples, first);
+                        let packet = rtp.sender_mut().packetize(&payload, samples, first);
                         first = false;
                         report.packets_sent += 1;
                         report.bytes_sent += packet.len() as u64;
@@ -102,44 +127,54 @@ pub async fn run(
             _ = stop.changed() => break,
         }
     }
-    if let Some(r) = &receiver {
-        report.packets_received = r.received();
-        report.packets_lost = r.cumulative_lost();
-        report.jitter_ms = r.jitter().as_secs_f64() * 1e3;
+    // RFC 3550 §6.6: a BYE tells the peer the stream ends.
+    if let Ok(bye) = rtp.bye(Instant::now(), None) {
+        let _ = commands.send(IceCommand::SendMedia {
+            component: 1,
+            data: bye,
+        });
     }
+    let stats = rtp.stats();
+    report.packets_received = stats.packets_received;
+    report.packets_lost = stats.cumulative_lost;
+    report.jitter_ms = stats.jitter_ms;
+    report.rtt_ms = stats.rtt_ms;
+    report.remote_fraction_lost = stats.remote_fraction_lost;
     report.playout = jitter.stats();
     report.sink_error = sink.finish().err().map(|e| e.to_string());
     report
 }
 
-/// An RTP packet from the peer into the jitter buffer (RTCP is read with
-/// the call report).
+/// RTCP into the session (RTT, the peer's view of our stream), RTP into
+/// the jitter buffer.
 fn on_packet(
     packet: &MediaPacket,
-    (voice_pt, clock_rate): (u8, u32),
-    receiver: &mut Option<RtpReceiver>,
+    voice_pt: u8,
+    rtp: &mut RtpSession,
     jitter: &mut JitterBuffer,
     report: &mut AudioReport,
     started: Instant,
 ) {
+    let now = Instant::now();
     if crate::rtp::is_rtcp(&packet.data) {
+        if rtp.receive_rtcp(&packet.data, now).is_ok() {
+            report.rtcp_received += 1;
+        }
         return;
     }
-    let Ok(rtp) = RtpPacket::parse(&packet.data) else {
+    let Ok(parsed) = RtpPacket::parse(&packet.data) else {
         return;
     };
-    if rtp.header.payload_type != voice_pt {
+    if parsed.header.payload_type != voice_pt {
         return;
     }
-    let now = Instant::now();
-    let r = receiver.get_or_insert_with(|| RtpReceiver::new(rtp.header.ssrc, clock_rate, now));
     if let ReceiveOutcome::Accepted { .. } | ReceiveOutcome::Resynchronized { .. } =
-        r.receive(&rtp.header, rtp.payload.len(), now)
+        rtp.receive_rtp(&parsed, now)
     {
         report.first_packet_after.get_or_insert(started.elapsed());
         report.bytes_received += packet.data.len() as u64;
-        jitter.set_jitter_ms(r.jitter().as_secs_f64() * 1e3);
-        jitter.push(rtp.header.sequence, rtp.payload.to_vec());
+        jitter.set_jitter_ms(rtp.stats().jitter_ms);
+        jitter.push(parsed.header.sequence, parsed.payload.to_vec());
     }
 }
 
