@@ -372,15 +372,25 @@ fn a_registered_ua_answers_hostile_sip_with_400_or_silence_and_keeps_serving() {
 /// With audio both ways at once: alice's microphone is a 440 Hz tone,
 /// bob's an 880 Hz one, and each records what it hears.
 fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Option<&Kamailio>) {
-    call_with(registrar_of_caller, registrar_of_callee, kam, &[]);
+    call_with(
+        registrar_of_caller,
+        registrar_of_callee,
+        kam,
+        &[],
+        &[],
+        "host",
+    );
 }
 
 /// As [`call_through`], with more flags for the callee (e.g. its codecs).
+/// `pair_type`: the candidate type both ends must select (`host`, `relay`).
 fn call_with(
     registrar_of_caller: &str,
     registrar_of_callee: &str,
     kam: Option<&Kamailio>,
     callee_flags: &[&str],
+    caller_flags: &[&str],
+    pair_type: &str,
 ) {
     // Tests run in parallel in one process: each call its own folder.
     static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -422,7 +432,8 @@ fn call_with(
     .arg("--speaker")
     .arg(format!("file:{}", alice_hears.display()))
     .arg("--report")
-    .arg(dir.join("report.json"));
+    .arg(dir.join("report.json"))
+    .args(caller_flags);
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -457,7 +468,10 @@ fn call_with(
         .find(|l| l.starts_with("ice connected in"))
         .map(pair)
         .unwrap();
-    assert!(ours.0.starts_with("host 127.0.0.1:"), "{ours:?}");
+    assert!(
+        ours.0.starts_with(&format!("{pair_type} 127.0.0.1:")),
+        "{ours:?}"
+    );
     let bob_lines = bob.wait_lines(
         &["call 1 confirmed", "call 1 ice connected in"],
         Duration::from_secs(10),
@@ -515,7 +529,7 @@ fn call_with(
             onset / 48
         );
     }
-    check_report(&dir.join("report.json"), &ours);
+    check_report(&dir.join("report.json"), &ours, pair_type);
     let _ = std::fs::remove_dir_all(dir);
     if let Some(kam) = kam {
         assert!(
@@ -526,18 +540,18 @@ fn call_with(
 }
 
 /// The call report's stable keys hold what the call did.
-fn check_report(path: &Path, pair: &(String, String)) {
+fn check_report(path: &Path, pair: &(String, String), pair_type: &str) {
     let text = std::fs::read_to_string(path).expect("the report was written");
     let r: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
     let sel = &r["ice"]["selected_pair"];
-    assert_eq!(sel["local"]["type"], "host", "{text}");
-    assert_eq!(sel["remote"]["type"], "host", "{text}");
+    assert_eq!(sel["local"]["type"], pair_type, "{text}");
+    assert_eq!(sel["remote"]["type"], pair_type, "{text}");
     assert_eq!(
-        format!("host {}", sel["local"]["address"].as_str().unwrap()),
+        format!("{pair_type} {}", sel["local"]["address"].as_str().unwrap()),
         pair.0
     );
     assert_eq!(
-        format!("host {}", sel["remote"]["address"].as_str().unwrap()),
+        format!("{pair_type} {}", sel["remote"]["address"].as_str().unwrap()),
         pair.1
     );
     for key in [
@@ -707,6 +721,8 @@ fn register_and_call_through_icephone_serve() {
         &serve.registrar("udp"),
         None,
         &["--codecs", "pcmu"],
+        &[],
+        "host",
     );
     // Bob unregistered at the end of each call: the proxy has no binding
     // (480), and nobody is called dave (404).
@@ -956,4 +972,74 @@ fn register_takes_its_account_from_a_config_file() {
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A symmetric-NAT-proof call: both ends offer relayed candidates only
+/// (`--ice-policy relay`), so ICE, RTP and RTCP all go through a TURN
+/// server — coturn, while `icephone serve` is the SIP proxy.
+#[test]
+fn a_relay_only_call_goes_through_coturn() {
+    let Some(turnserver) = require("turnserver", "relay_call") else {
+        return;
+    };
+    let serve = Serve::start();
+    let turn_port = free_udp_and_tcp_port();
+    let dir = std::env::temp_dir().join(format!("icephone-relay-call-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = Command::new(turnserver);
+    cmd.args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+        .arg(format!("--listening-port={turn_port}"))
+        .args([
+            "--lt-cred-mech",
+            "--realm=coturn.example",
+            "--user=relay:Relay-pw9",
+        ])
+        .args([
+            "--allow-loopback-peers",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--no-stdout-log",
+        ])
+        .arg(format!("--log-file={}", dir.join("coturn.log").display()))
+        .arg(format!("--pidfile={}", dir.join("coturn.pid").display()));
+    let _coturn = Background::spawn(&mut cmd);
+    wait_for_stun(turn_port);
+    let turn = format!("turn:127.0.0.1:{turn_port}");
+    let relay: &[&str] = &[
+        "--turn",
+        &turn,
+        "--turn-user",
+        "relay",
+        "--turn-password",
+        "Relay-pw9",
+        "--ice-policy",
+        "relay",
+    ];
+    call_with(
+        &serve.registrar("udp"),
+        &serve.registrar("udp"),
+        None,
+        relay,
+        relay,
+        "relay",
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Polls a STUN server with Binding requests until it answers (bounded).
+fn wait_for_stun(port: u16) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut request = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    request.extend_from_slice(b"icephone-rdy");
+    let mut buf = [0u8; 512];
+    for _ in 0..100 {
+        let _ = sock.send_to(&request, ("127.0.0.1", port));
+        if sock.recv(&mut buf).is_ok() {
+            return;
+        }
+    }
+    panic!("no STUN answer on port {port}");
 }

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use super::account::{parse_sip_uri, AccountArgs};
 use super::register::{describe, describe_pair, finish, start};
 use super::report::{CallInfo, CallReport, Moments};
-use super::server_addr::{parse_stun_server, resolve};
+use super::server_addr::{parse_stun_server, parse_turn_server, resolve};
 use crate::audio::io::{Sink, Source};
 use crate::call::audio::AudioReport;
 use crate::call::media::SelectedPair;
@@ -29,6 +29,20 @@ pub struct MediaFlags {
     /// (repeatable).
     #[arg(long, value_name = "URL")]
     pub stun: Vec<String>,
+    /// TURN server for relayed candidates: turn:HOST[:PORT] (repeatable;
+    /// UDP to the server).
+    #[arg(long, value_name = "URL")]
+    pub turn: Vec<String>,
+    /// TURN user name (long-term credentials).
+    #[arg(long)]
+    pub turn_user: Option<String>,
+    /// TURN password.
+    #[arg(long, env = "ICEPHONE_TURN_PASSWORD", hide_env_values = true)]
+    pub turn_password: Option<String>,
+    /// all: host, server-reflexive and relayed candidates; relay: relayed
+    /// only (needs --turn).
+    #[arg(long, default_value = "all", value_parser = ["all", "relay"])]
+    pub ice_policy: String,
     /// Voice codecs to offer or accept, in order: opus, pcmu, pcma.
     #[arg(long, value_delimiter = ',', default_value = "opus,pcmu,pcma")]
     pub codecs: Vec<String>,
@@ -44,7 +58,30 @@ pub struct MediaFlags {
 impl MediaFlags {
     /// The STUN servers, resolved; a bad one is an error naming it.
     pub async fn ice_options(&self) -> Result<MediaOptions, String> {
-        let mut options = MediaOptions::default();
+        let mut options = MediaOptions {
+            relay_only: self.ice_policy == "relay",
+            ..MediaOptions::default()
+        };
+        for url in &self.turn {
+            let server = parse_turn_server(url).map_err(|e| format!("--turn {url}: {e}"))?;
+            if server.transport != crate::turn::TurnTransport::Udp {
+                return Err(format!(
+                    "--turn {url}: calls reach TURN over UDP only for now"
+                ));
+            }
+            let addr = resolve(&server.name)
+                .await
+                .map_err(|e| format!("--turn {url}: {e}"))?;
+            let (Some(user), Some(password)) = (&self.turn_user, &self.turn_password) else {
+                return Err("--turn needs --turn-user and --turn-password".into());
+            };
+            options
+                .turn
+                .push(crate::turn::TurnClientConfig::new(addr, user, password));
+        }
+        if options.relay_only && options.turn.is_empty() {
+            return Err("--ice-policy relay needs a --turn server".into());
+        }
         for name in &self.codecs {
             match crate::sdp::CodecName::from_encoding(name.trim()) {
                 Some(c) if c != crate::sdp::CodecName::TelephoneEvent => options.codecs.push(c),

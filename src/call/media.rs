@@ -15,11 +15,12 @@ use crate::audio::io::{Sink, Source};
 use crate::ice::{
     Candidate, ConnectionState, IceAgent, IceConfig, IceCredentials, IceEvent, PairState,
 };
-use crate::net::{bind_sockets, spawn_session, IceCommand, IceSession};
+use crate::net::{bind_sockets, spawn_session_with_relays, IceCommand, IceSession};
 use crate::sdp::{
     self, CodecName, Direction, IceDescription, LocalMedia, Negotiated, SdpError,
     SessionDescription,
 };
+use crate::turn::TurnClientConfig;
 
 /// How long gathering may hold up an offer or answer.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +45,10 @@ pub struct MediaOptions {
     pub stun: Vec<SocketAddr>,
     /// Voice codecs in order of preference; empty: Opus, PCMU, PCMA.
     pub codecs: Vec<CodecName>,
+    /// TURN servers (UDP) for relayed candidates.
+    pub turn: Vec<TurnClientConfig>,
+    /// `--ice-policy relay`: offer and check relayed candidates only.
+    pub relay_only: bool,
 }
 
 /// The pair ICE selected, as the call reports it.
@@ -102,7 +107,8 @@ impl CallMedia {
             agent.add_stun_server(*server);
         }
         let mut session =
-            spawn_session(agent, sockets).map_err(|e| MediaError::Socket(e.to_string()))?;
+            spawn_session_with_relays(agent, sockets, options.turn.clone(), options.relay_only)
+                .map_err(|e| MediaError::Socket(e.to_string()))?;
         let candidates = gather(&mut session).await;
         let default = default_candidate(&candidates)
             .ok_or_else(|| MediaError::Socket("no candidate".into()))?;
@@ -344,13 +350,18 @@ async fn gather(session: &mut IceSession) -> Vec<Candidate> {
     candidates
 }
 
-/// The address for `c=`/`m=`: the server-reflexive one when there is one
-/// (a peer without ICE reaches us there), else the first host candidate.
+/// The address for `c=`/`m=` (RFC 8839 §4.2.1.1: the one most likely to
+/// work for a peer without ICE): relayed, else server-reflexive, else the
+/// first host candidate.
 fn default_candidate(candidates: &[Candidate]) -> Option<SocketAddr> {
     use crate::ice::CandidateType;
-    candidates
-        .iter()
-        .find(|c| c.component == 1 && c.kind == CandidateType::ServerReflexive)
+    let of = |kind| {
+        candidates
+            .iter()
+            .find(|c| c.component == 1 && c.kind == kind)
+    };
+    of(CandidateType::Relayed)
+        .or_else(|| of(CandidateType::ServerReflexive))
         .or_else(|| candidates.iter().find(|c| c.component == 1))
         .map(|c| c.address)
 }

@@ -112,6 +112,11 @@ impl IceTransport {
         &self.agent
     }
 
+    /// The agent, once the relays are released (or given up).
+    pub fn into_agent(self) -> IceAgent {
+        self.agent
+    }
+
     /// For signalling (credentials, remote candidates, role, restart).
     /// Call [`handle_timeout`](Self::handle_timeout) or poll afterwards so
     /// the consequences are collected.

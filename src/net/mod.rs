@@ -20,7 +20,11 @@ use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use rand::SeedableRng;
+
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent};
+use crate::ice::{IceTransport, Received as IceReceived};
+use crate::turn::TurnClientConfig;
 
 /// What a datagram's first byte says it is (RFC 7983 §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,14 +109,42 @@ pub async fn bind_sockets(
 /// Starts an agent on the given sockets: registers them as host candidates
 /// and runs the loop until `Shutdown` or the handle is dropped.
 pub fn spawn_session(
+    agent: IceAgent,
+    sockets: Vec<(u16, Arc<UdpSocket>)>,
+) -> io::Result<IceSession> {
+    spawn_session_with_relays(agent, sockets, Vec::new(), false)
+}
+
+/// As [`spawn_session`], with a TURN relay (over UDP, from the same socket
+/// as the media, RFC 8656 §3) for every component of every socket per
+/// server in `turn`; their relayed candidates join the agent's. With
+/// `relay_only` the sockets are not host candidates (so not server-
+/// reflexive ones either): the relayed candidates are all the peer learns
+/// and all the checks use.
+pub fn spawn_session_with_relays(
     mut agent: IceAgent,
     sockets: Vec<(u16, Arc<UdpSocket>)>,
+    turn: Vec<TurnClientConfig>,
+    relay_only: bool,
 ) -> io::Result<IceSession> {
     let mut bound = Vec::new();
     for (component, socket) in &sockets {
         let local = socket.local_addr()?;
-        agent.add_host_candidate(*component, local);
+        if !relay_only {
+            agent.add_host_candidate(*component, local);
+        }
         bound.push((local, socket.clone()));
+    }
+    let now = Instant::now();
+    let mut transport = IceTransport::new(agent, now);
+    for config in turn {
+        for (component, socket) in &sockets {
+            let base = socket.local_addr()?;
+            if base.is_ipv4() == config.server.is_ipv4() {
+                let rng = Box::new(rand::rngs::StdRng::from_os_rng());
+                transport.add_turn_server(now, *component, base, config.clone(), rng);
+            }
+        }
     }
     let (rx_tx, rx) = mpsc::channel::<Received>(1024);
     let readers: Vec<_> = bound
@@ -122,13 +154,13 @@ pub fn spawn_session(
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
-    let local_credentials = agent.local_credentials().clone();
+    let local_credentials = transport.local_credentials().clone();
     let task = tokio::spawn(async move {
         let channels = Channels {
             events: ev_tx,
             media: media_tx,
         };
-        let agent = run_agent(agent, bound, rx, cmd_rx, channels).await;
+        let agent = run_agent(transport, bound, rx, cmd_rx, channels).await;
         // Readers would otherwise wait on their sockets until the next datagram.
         for r in readers {
             r.abort();
@@ -176,85 +208,104 @@ struct Channels {
 }
 
 async fn run_agent(
-    mut agent: IceAgent,
+    mut ice: IceTransport,
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     mut received: mpsc::Receiver<Received>,
     mut commands: mpsc::UnboundedReceiver<IceCommand>,
     channels: Channels,
 ) -> IceAgent {
     let events = &channels.events;
-    agent.handle_timeout(Instant::now());
+    kick(&mut ice);
     loop {
-        flush(&mut agent, &sockets, events).await;
-        let next = agent.poll_timeout();
+        flush(&mut ice, &sockets, events).await;
+        let next = ice.poll_timeout();
         tracing::trace!(in_ms = ?next.map(|t| t.saturating_duration_since(Instant::now())), "driver waits");
         let sleep = match next {
             Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)),
             None => tokio::time::sleep(std::time::Duration::from_secs(3600)),
         };
         tokio::select! {
-            Some(p) = received.recv() => {
-                match p.data.first().map(|b| classify(*b)) {
-                    Some(PacketKind::Stun) => {
-                        agent.handle_packet(Instant::now(), p.source, p.destination, &p.data);
-                    }
-                    Some(PacketKind::Rtp) => deliver_media(&agent, p, &channels.media),
-                    _ => tracing::trace!(source = %p.source, "datagram of no known kind dropped"),
-                }
-            }
-            () = sleep => agent.handle_timeout(Instant::now()),
+            Some(p) = received.recv() => on_datagram(&mut ice, p, &channels.media),
+            () = sleep => ice.handle_timeout(Instant::now()),
             cmd = commands.recv() => match cmd {
-                None | Some(IceCommand::Shutdown) => return agent,
+                None | Some(IceCommand::Shutdown) => return release(ice, &sockets, &mut received, events).await,
                 Some(IceCommand::SendMedia { component, data }) => {
-                    if let Some((socket, to)) = media_route(&agent, &sockets, component) {
-                        if let Err(e) = socket.send_to(&data, to).await {
-                            tracing::debug!(%to, error = %e, "media send failed");
-                        }
+                    if let Err(e) = ice.send_media(Instant::now(), component, &data) {
+                        tracing::trace!(error = %e, "media not sent");
                     }
                 }
-                Some(cmd) => apply(&mut agent, cmd),
+                Some(cmd) => apply(&mut ice, cmd),
             },
         }
     }
 }
 
-/// RTP/RTCP from the remote address of a component's media pair goes to
-/// the call; from anywhere else it is dropped (RFC 8445 §12.1: media flows
-/// between validated addresses only).
-fn deliver_media(agent: &IceAgent, p: Received, out: &mpsc::Sender<MediaPacket>) {
+/// Deallocates the relays (RFC 8656 §7: a Refresh with lifetime 0),
+/// waiting at most 2 s for the servers, then hands back the agent.
+async fn release(
+    mut ice: IceTransport,
+    sockets: &[(SocketAddr, Arc<UdpSocket>)],
+    received: &mut mpsc::Receiver<Received>,
+    events: &mpsc::UnboundedSender<IceEvent>,
+) -> IceAgent {
+    ice.release(Instant::now());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !ice.released() {
+        flush(&mut ice, sockets, events).await;
+        let wake = ice
+            .poll_timeout()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or(deadline)
+            .min(deadline);
+        tokio::select! {
+            Some(p) = received.recv() => {
+                ice.handle_packet(Instant::now(), p.source, p.destination, &p.data);
+            }
+            () = tokio::time::sleep_until(wake) => {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                ice.handle_timeout(Instant::now());
+            }
+        }
+    }
+    flush(&mut ice, sockets, events).await;
+    ice.into_agent()
+}
+
+/// One datagram from a socket: ICE and TURN signalling stay in the
+/// transport; media (RFC 7983: RTP and RTCP) goes to the call when it came
+/// from the peer's validated address of a component's media pair — over a
+/// relay too (RFC 8445 §12.1: media flows between validated addresses only).
+fn on_datagram(ice: &mut IceTransport, p: Received, out: &mpsc::Sender<MediaPacket>) {
+    let now = Instant::now();
+    let (from, data) = match ice.handle_packet(now, p.source, p.destination, &p.data) {
+        IceReceived::Media { from, data, .. } => (from, data.to_vec()),
+        _ => return,
+    };
+    if !matches!(data.first().map(|b| classify(*b)), Some(PacketKind::Rtp)) {
+        return;
+    }
     let component = (1..=2).find(|c| {
-        agent.media_pair(*c).is_some_and(|(local, remote)| {
-            remote.address == p.source && local.base == p.destination
-        })
+        ice.media_pair(*c)
+            .is_some_and(|(_, remote)| remote.address == from)
     });
     let Some(component) = component else {
-        tracing::trace!(source = %p.source, "media from an unvalidated address dropped");
+        tracing::trace!(%from, "media from an unvalidated address dropped");
         return;
     };
     let packet = MediaPacket {
         component,
-        source: p.source,
-        data: p.data,
+        source: from,
+        data,
     };
     if out.try_send(packet).is_err() {
         tracing::debug!("media queue full: packet dropped");
     }
 }
 
-/// The socket and address a component's media goes through now.
-fn media_route(
-    agent: &IceAgent,
-    sockets: &[(SocketAddr, Arc<UdpSocket>)],
-    component: u16,
-) -> Option<(Arc<UdpSocket>, SocketAddr)> {
-    let (local, remote) = agent.media_pair(component)?;
-    // A relayed base needs its TURN allocation, which this driver does not
-    // run yet: such pairs get no media here.
-    let (_, socket) = sockets.iter().find(|(addr, _)| *addr == local.base)?;
-    Some((socket.clone(), remote.address))
-}
-
-fn apply(agent: &mut IceAgent, cmd: IceCommand) {
+fn apply(ice: &mut IceTransport, cmd: IceCommand) {
+    let agent = ice.agent_mut();
     match cmd {
         IceCommand::SetRemoteCredentials(c) => agent.set_remote_credentials(c),
         IceCommand::AddRemoteCandidate(c) => agent.add_remote_candidate(c),
@@ -265,15 +316,25 @@ fn apply(agent: &mut IceAgent, cmd: IceCommand) {
         }
         IceCommand::SendMedia { .. } | IceCommand::Shutdown => {}
     }
-    agent.handle_timeout(Instant::now());
+    kick(ice);
+}
+
+/// Lets the agent act on what just changed (new candidates, credentials, a
+/// started session): the agent wants a `handle_timeout` then, whether or
+/// not its last deadline is due — gathering with no server to ask, for
+/// one, completes there.
+fn kick(ice: &mut IceTransport) {
+    let now = Instant::now();
+    ice.agent_mut().handle_timeout(now);
+    ice.handle_timeout(now);
 }
 
 async fn flush(
-    agent: &mut IceAgent,
+    ice: &mut IceTransport,
     sockets: &[(SocketAddr, Arc<UdpSocket>)],
     events: &mpsc::UnboundedSender<IceEvent>,
 ) {
-    while let Some(t) = agent.poll_transmit() {
+    while let Some(t) = ice.poll_transmit() {
         match sockets.iter().find(|(local, _)| *local == t.source) {
             Some((_, socket)) => {
                 if let Err(e) = socket.send_to(&t.contents, t.destination).await {
@@ -283,8 +344,11 @@ async fn flush(
             None => tracing::debug!(source = %t.source, "no socket for transmit source"),
         }
     }
-    while let Some(e) = agent.poll_event() {
+    while let Some(e) = ice.poll_event() {
         let _ = events.send(e);
+    }
+    while let Some(r) = ice.poll_relay_event() {
+        tracing::info!(relay = r.relay, server = %r.server, event = ?r.event, "TURN");
     }
 }
 
@@ -327,6 +391,31 @@ mod tests {
         assert_eq!(classify(0x80), PacketKind::Rtp);
         assert_eq!(classify(0xbf), PacketKind::Rtp);
         assert_eq!(classify(0xff), PacketKind::Unknown);
+    }
+
+    /// With no STUN or TURN server there is nothing to wait for: the host
+    /// candidates, then GatheringComplete, at once (an offer waits on it).
+    #[tokio::test]
+    async fn gathering_with_no_server_completes_at_once() {
+        let sockets = bind_sockets(&["127.0.0.1".parse().unwrap()], 1)
+            .await
+            .unwrap();
+        let agent = IceAgent::new(
+            IceConfig::default(),
+            Instant::now(),
+            Box::new(StdRng::seed_from_u64(2)),
+        );
+        let mut session = spawn_session(agent, sockets).unwrap();
+        let done = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+            while let Some(e) = session.events.recv().await {
+                if e == IceEvent::GatheringComplete {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(done, Ok(true), "no GatheringComplete within 500 ms");
     }
 
     #[tokio::test]
