@@ -507,15 +507,20 @@ fn call_with(
             file.display(),
             samples.len()
         );
-        let middle = &samples[samples.len() / 2..samples.len() / 2 + 4800];
+        // Frame by frame (20 ms) over the call's middle 80 %: the other
+        // side's tone in nearly all of them — a loaded CI machine may cost
+        // a concealed frame or two, not more — and never our own.
+        let body = &samples[samples.len() / 10..samples.len() * 9 / 10];
+        let frames: Vec<&[i16]> = body.chunks_exact(960).collect();
+        let clear = frames.iter().filter(|f| tone_level(f, tone) >= 0.5).count();
         assert!(
-            tone_level(middle, tone) > 0.8,
-            "{}: {tone} Hz level {}",
+            clear * 100 >= frames.len() * 85,
+            "{}: {tone} Hz clear in {clear} of {} frames",
             file.display(),
-            tone_level(middle, tone)
+            frames.len()
         );
         assert!(
-            tone_level(middle, other) < 0.05,
+            tone_level(body, other) < 0.05,
             "{}: own tone heard",
             file.display()
         );
