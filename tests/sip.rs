@@ -1048,3 +1048,85 @@ fn wait_for_stun(port: u16) {
     }
     panic!("no STUN answer on port {port}");
 }
+
+/// Hold and resume by re-INVITE: while alice holds (`sendonly`), bob
+/// answers `recvonly` and sends nothing, so what alice hears of bob's tone
+/// stops for that second and comes back.
+#[test]
+fn hold_and_resume_stop_and_restart_the_held_side() {
+    let serve = Serve::start();
+    let dir = std::env::temp_dir().join(format!("icephone-hold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alice_hears = dir.join("alice.wav");
+    let mut bob = Background::spawn(&mut register_cmd(
+        &format!("sip:bob@{REALM}"),
+        "Bob-pw2",
+        &serve.registrar("udp"),
+        &["--auto-answer", "--mic", "tone:880"],
+    ));
+    bob.wait_line("registered ", Duration::from_secs(10));
+    let speaker = format!("file:{}", alice_hears.display());
+    let (out, _) = icephone(
+        &[
+            "call",
+            &format!("sip:bob@{REALM}"),
+            "--aor",
+            &format!("sip:alice@{REALM}"),
+            "--password",
+            "Alice-pw1",
+            "--registrar",
+            &serve.registrar("udp"),
+            "--mic",
+            "tone:440",
+            "--speaker",
+            &speaker,
+            "--hold-after",
+            "1",
+            "--resume-after",
+            "2",
+            "--hangup-after",
+            "3",
+        ],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("re-INVITE answered: media now sendonly"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("re-INVITE answered: media now sendrecv"),
+        "{stdout}"
+    );
+    let lines = bob.wait_lines(
+        &[
+            "call 1 re-INVITE: now recvonly",
+            "call 1 re-INVITE: now sendrecv",
+        ],
+        Duration::from_secs(5),
+    );
+    assert_eq!(lines.len(), 2);
+    let samples: Vec<i16> = hound::WavReader::open(&alice_hears)
+        .unwrap()
+        .samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    let clear = |from_s: f64, to_s: f64| -> f64 {
+        let a = (from_s * 48_000.0) as usize;
+        let b = ((to_s * 48_000.0) as usize).min(samples.len());
+        let frames: Vec<&[i16]> = samples[a..b].chunks_exact(960).collect();
+        let n = frames
+            .iter()
+            .filter(|f| tone_level(f, 880.0) >= 0.5)
+            .count();
+        n as f64 / frames.len().max(1) as f64
+    };
+    // Seconds since alice's speaker started (about the answer).
+    assert!(clear(0.3, 0.9) > 0.85, "before hold: {}", clear(0.3, 0.9));
+    assert!(clear(1.3, 1.8) < 0.1, "on hold: {}", clear(1.3, 1.8));
+    assert!(clear(2.3, 2.8) > 0.85, "after resume: {}", clear(2.3, 2.8));
+    let (status, stderr) = bob.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -127,6 +127,10 @@ pub struct CallArgs {
     pub audio: MediaFlags,
     /// Write the JSON call report here.
     pub report: Option<std::path::PathBuf>,
+    /// Put the call on hold (re-INVITE, sendonly) this long after the
+    /// answer, and take it off again at `resume_after`.
+    pub hold_after: Option<Duration>,
+    pub resume_after: Option<Duration>,
     pub to: String,
     pub timeout: Duration,
     /// Hang up this long after the answer; `None`: stay until Ctrl-C.
@@ -215,6 +219,8 @@ pub async fn run(args: CallArgs) -> ExitCode {
     let stop = crate::net::shutdown_signal();
     tokio::pin!(stop);
     let mut hangup_at: Option<tokio::time::Instant> = None;
+    // (when, hold?) re-INVITEs still to send, soonest first.
+    let mut holds: Vec<(tokio::time::Instant, bool)> = Vec::new();
     let mut outcome = ExitCode::SUCCESS;
     let mut hung_up = false;
     loop {
@@ -224,11 +230,23 @@ pub async fn run(args: CallArgs) -> ExitCode {
                 None => std::future::pending().await,
             }
         };
+        let hold_due = async {
+            match holds.first() {
+                Some((at, _)) => tokio::time::sleep_until(*at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = &mut stop, if !hung_up => {
                 hung_up = true;
                 report.record(&moments, if moments.answer.is_some() { "BYE" } else { "CANCEL" }, true);
                 let _ = session.handle.commands.send(UaCommand::Hangup(call));
+            }
+            _ = hold_due, if !hung_up => {
+                let (_, hold) = holds.remove(0);
+                let body = media.reoffer(hold);
+                report.record(&moments, "INVITE (re-INVITE)", true);
+                let _ = session.handle.commands.send(UaCommand::ReInvite { call, body });
             }
             _ = hangup_due, if !hung_up => {
                 hung_up = true;
@@ -264,7 +282,22 @@ pub async fn run(args: CallArgs) -> ExitCode {
                             }
                         }
                     }
-                    hangup_at = args.hangup_after.map(|d| tokio::time::Instant::now() + d);
+                    let answered = tokio::time::Instant::now();
+                    hangup_at = args.hangup_after.map(|d| answered + d);
+                    holds.extend(args.hold_after.map(|d| (answered + d, true)));
+                    holds.extend(args.resume_after.map(|d| (answered + d, false)));
+                    holds.sort_by_key(|(at, _)| *at);
+                }
+                Some(UaEvent::CallUpdated { code, body, .. }) => {
+                    report.record(&moments, &format!("{code} (re-INVITE)"), false);
+                    if (200..300).contains(&code) {
+                        match media.apply_reanswer(&body) {
+                            Ok(d) => println!("re-INVITE answered: media now {}", d.token()),
+                            Err(e) => println!("re-INVITE answer unusable: {e}"),
+                        }
+                    } else {
+                        println!("re-INVITE refused: {code}");
+                    }
                 }
                 Some(UaEvent::CallEnded { end, .. }) => {
                     println!("call ended: {}", describe(&end));

@@ -118,6 +118,12 @@ pub enum Command {
         /// timings, RTP figures, MOS estimate) to this file.
         #[arg(long, value_name = "PATH.json")]
         report: Option<std::path::PathBuf>,
+        /// Put the call on hold (re-INVITE, sendonly) SECS after the answer.
+        #[arg(long, value_name = "SECS")]
+        hold_after: Option<f64>,
+        /// Take it off hold SECS after the answer.
+        #[arg(long, value_name = "SECS")]
+        resume_after: Option<f64>,
     },
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
@@ -433,6 +439,8 @@ pub fn run() -> ExitCode {
                 hangup_after,
                 audio,
                 report,
+                hold_after,
+                resume_after,
             } => {
                 let hangup_after = match hangup_after.map(Duration::try_from_secs_f64) {
                     Some(Err(_)) => {
@@ -441,10 +449,26 @@ pub fn run() -> ExitCode {
                     }
                     other => other.and_then(Result::ok),
                 };
+                let secs = |v: Option<f64>, flag: &str| match v.map(Duration::try_from_secs_f64) {
+                    Some(Err(_)) => Err(format!("--{flag} must be a number of seconds, 0 or more")),
+                    other => Ok(other.and_then(Result::ok)),
+                };
+                let (hold_after, resume_after) = match (
+                    secs(hold_after, "hold-after"),
+                    secs(resume_after, "resume-after"),
+                ) {
+                    (Ok(h), Ok(r)) => (h, r),
+                    (Err(e), _) | (_, Err(e)) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
                 super::call::run(super::call::CallArgs {
                     account,
                     audio,
                     report,
+                    hold_after,
+                    resume_after,
                     to,
                     timeout: Duration::from_secs(timeout),
                     hangup_after,

@@ -131,7 +131,7 @@ async fn serve_until_signal(
     tokio::pin!(stop);
     // The media of each answered call lives in a task of its own, told to
     // end (and finish its speaker file) when the call does.
-    let mut media: HashMap<CallHandle, (JoinHandle<()>, watch::Sender<bool>)> = HashMap::new();
+    let mut media: HashMap<CallHandle, CallTask> = HashMap::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
@@ -140,6 +140,7 @@ async fn serve_until_signal(
                     println!("incoming call {} from {from}: answering", call.0);
                     let commands = session.handle.commands.clone();
                     let (ended, on_end) = watch::channel(false);
+                    let (reoffer, reoffers) = mpsc::unbounded_channel();
                     let answering = AnswerCall {
                         commands,
                         call,
@@ -148,14 +149,28 @@ async fn serve_until_signal(
                         options: session.options.clone(),
                         audio: audio.clone(),
                         ended: on_end,
+                        reoffers,
                     };
-                    media.insert(call, (tokio::spawn(answer_call(answering)), ended));
+                    let task = tokio::spawn(answer_call(answering));
+                    media.insert(call, CallTask { task, ended, reoffer });
                 }
+                Some(UaEvent::ReInvite { call, body }) => match media.get(&call) {
+                    Some(t) => {
+                        let _ = t.reoffer.send(body);
+                    }
+                    None => {
+                        let _ = session.handle.commands.send(UaCommand::Reject {
+                            call,
+                            code: 488,
+                            reason: "no media session for this call".into(),
+                        });
+                    }
+                },
                 Some(UaEvent::CallEnded { call, end }) => {
                     println!("call {} ended: {}", call.0, describe(&end));
-                    if let Some((task, ended)) = media.remove(&call) {
-                        let _ = ended.send(true);
-                        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+                    if let Some(t) = media.remove(&call) {
+                        let _ = t.ended.send(true);
+                        let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
                     }
                 }
                 Some(event) => on_event(&session, event),
@@ -166,11 +181,19 @@ async fn serve_until_signal(
             },
         }
     }
-    for (_, (task, ended)) in media {
-        let _ = ended.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(3), task).await;
+    for (_, t) in media {
+        let _ = t.ended.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
     }
     finish(session).await
+}
+
+/// An answered call's media task and how to reach it.
+struct CallTask {
+    task: JoinHandle<()>,
+    ended: watch::Sender<bool>,
+    /// The peer's re-offers (hold, resume).
+    reoffer: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// What answering one call needs.
@@ -183,6 +206,7 @@ struct AnswerCall {
     audio: MediaFlags,
     /// Turns true when the call ends.
     ended: watch::Receiver<bool>,
+    reoffers: mpsc::UnboundedReceiver<Vec<u8>>,
 }
 
 /// Answers one call: ICE on a socket of its own, our SDP answer in a 200
@@ -197,6 +221,7 @@ async fn answer_call(a: AnswerCall) {
         options,
         audio,
         mut ended,
+        mut reoffers,
     } = a;
     let mut media = match CallMedia::start(local_ip, false, &options).await {
         Ok(m) => m,
@@ -245,10 +270,21 @@ async fn answer_call(a: AnswerCall) {
         },
         _ = ended.changed() => {}
     }
-    // The socket, ICE (consent) and audio live until the call ends.
+    // The socket, ICE (consent) and audio live until the call ends;
+    // meanwhile re-offers (hold, resume) are answered.
     while !*ended.borrow() {
-        if ended.changed().await.is_err() {
-            break;
+        tokio::select! {
+            changed = ended.changed() => if changed.is_err() { break },
+            Some(offer) = reoffers.recv() => match media.reanswer(&offer) {
+                Ok(answer) => {
+                    let state = media.negotiated.as_ref().map(|n| n.direction.token()).unwrap_or("?");
+                    println!("call {} re-INVITE: now {state}", call.0);
+                    let _ = commands.send(UaCommand::Answer { call, code: 200, body: answer });
+                }
+                Err(e) => {
+                    let _ = commands.send(UaCommand::Reject { call, code: 488, reason: e.to_string() });
+                }
+            },
         }
     }
     if let Some(audio) = running {
@@ -277,14 +313,6 @@ fn on_event(session: &Session, event: UaEvent) {
                 call,
                 code: 480,
                 body: Vec::new(),
-            });
-        }
-        UaEvent::ReInvite { call, .. } => {
-            // Hold, resume and ICE restart come with the media path.
-            let _ = commands.send(UaCommand::Reject {
-                call,
-                code: 488,
-                reason: "session changes are not supported yet".into(),
             });
         }
         UaEvent::CallConfirmed { call } => println!("call {} confirmed", call.0),

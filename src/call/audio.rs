@@ -18,7 +18,7 @@ use crate::audio::io::{Sink, Source};
 use crate::audio::FRAME;
 use crate::net::{IceCommand, MediaPacket};
 use crate::rtp::{NtpTime, ReceiveOutcome, RtcpTiming, RtpPacket, RtpSession, SessionConfig};
-use crate::sdp::{CodecName, Negotiated};
+use crate::sdp::{CodecName, Direction, Negotiated};
 
 /// What the audio of a call amounted to.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +46,8 @@ pub struct AudioSetup {
     pub source: Source,
     pub sink: Sink,
     pub negotiated: Negotiated,
+    /// Our direction, changed by re-INVITEs (hold, resume).
+    pub direction: watch::Receiver<Direction>,
 }
 
 /// Runs until `stop` turns true; returns the figures. Opus, or G.711 for a
@@ -60,11 +62,12 @@ pub async fn run(
         mut source,
         mut sink,
         negotiated,
+        direction,
     } = setup;
     let mut report = AudioReport::default();
     let codec = &negotiated.send_codec;
     let voice_pt = codec.payload_type;
-    let sending = negotiated.direction.sends();
+
     let mut rng = StdRng::from_os_rng();
     let started = Instant::now();
     let Some(mut voice) = Voice::new(&negotiated) else {
@@ -112,7 +115,13 @@ pub async fn run(
                 source.next_frame(&mut frame);
                 // One 20 ms Opus frame a packet, whatever a=ptime asked:
                 // packing two frames for 40 ms is not done yet.
-                if sending {
+                // On hold we send nothing (RTCP goes on, RFC 3264 §8.4).
+                if !direction.borrow().sends() {
+                    // The timeline goes on while nothing is sent, so the
+                    // peer's jitter estimate sees no jump at resume
+                    // (RFC 3550 §5.1: the timestamp is the sampling instant).
+                    rtp.sender_mut().skip(voice.frame_samples());
+                } else {
                     if let Some((payload, samples)) = voice.encode(&frame) {
                         let packet = rtp.sender_mut().packetize(&payload, samples, first);
                         first = false;
@@ -196,6 +205,14 @@ impl Voice {
             CodecName::Pcmu => Some(Voice::G711(Box::new(G711::new(Law::Mu)))),
             CodecName::Pcma => Some(Voice::G711(Box::new(G711::new(Law::A)))),
             CodecName::TelephoneEvent => None,
+        }
+    }
+
+    /// A 20 ms frame in RTP clock units.
+    fn frame_samples(&self) -> u32 {
+        match self {
+            Voice::Opus(..) => FRAME as u32,
+            Voice::G711(_) => G711_FRAME as u32,
         }
     }
 

@@ -37,6 +37,8 @@ pub enum MediaError {
     IceTimeout(u64),
     #[error("the peer does not do ICE; media would go to {0} unchecked")]
     NoIce(SocketAddr),
+    #[error("ICE restart is not supported yet")]
+    Restart,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -71,6 +73,8 @@ pub struct CallMedia {
     state: ConnectionState,
     /// The negotiation left ICE out: media would go here.
     without_ice: Option<SocketAddr>,
+    /// The direction the audio task follows (hold and resume).
+    direction: watch::Sender<Direction>,
     /// Every pair checked, with its last state and round trip.
     pairs: Vec<CheckedPair>,
 }
@@ -146,6 +150,7 @@ impl CallMedia {
             selected: None,
             state: ConnectionState::New,
             without_ice: None,
+            direction: watch::channel(Direction::SendRecv).0,
             pairs: Vec::new(),
         })
     }
@@ -166,6 +171,53 @@ impl CallMedia {
         self.local.version += 1;
         self.start_checks(negotiated)?;
         Ok(answer.to_bytes())
+    }
+
+    /// A re-offer in the same session (same ICE credentials and candidates,
+    /// a new version) that puts the call on hold (`sendonly`) or takes it
+    /// off (`sendrecv`), RFC 3264 §8.4.
+    pub fn reoffer(&mut self, hold: bool) -> Vec<u8> {
+        self.local.direction = if hold {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        };
+        self.offer()
+    }
+
+    /// Reads the answer to a re-offer: the direction media now flows in.
+    pub fn apply_reanswer(&mut self, answer: &[u8]) -> Result<Direction, MediaError> {
+        let answer = SessionDescription::parse(answer)?;
+        let offer = self
+            .offered
+            .as_ref()
+            .ok_or(SdpError::Mismatch("an answer without an offer"))?;
+        let negotiated = sdp::apply_answer(offer, &answer)?;
+        Ok(self.follow(negotiated))
+    }
+
+    /// Answers the peer's re-offer (hold, resume, codec change); an ICE
+    /// restart is refused for now (its error is the 488's reason).
+    pub fn reanswer(&mut self, offer: &[u8]) -> Result<Vec<u8>, MediaError> {
+        let offer = SessionDescription::parse(offer)?;
+        self.local.direction = Direction::SendRecv;
+        let (answer, negotiated) = sdp::answer(&offer, &self.local)?;
+        let before = self.negotiated.as_ref().and_then(|n| n.remote_ice.as_ref());
+        if negotiated.restarts_ice(before) {
+            return Err(MediaError::Restart);
+        }
+        self.local.version += 1;
+        self.follow(negotiated);
+        Ok(answer.to_bytes())
+    }
+
+    /// A new negotiation in a running call: the audio follows its
+    /// direction.
+    fn follow(&mut self, negotiated: Negotiated) -> Direction {
+        let direction = negotiated.direction;
+        let _ = self.direction.send(direction);
+        self.negotiated = Some(negotiated);
+        direction
     }
 
     /// Reads the answer to our offer and starts the checks.
@@ -296,10 +348,12 @@ impl CallMedia {
         let (_, closed) = mpsc::channel(1);
         let media = std::mem::replace(&mut self.session.media, closed);
         let (stop, stopped) = watch::channel(false);
+        let _ = self.direction.send(negotiated.direction);
         let setup = AudioSetup {
             source,
             sink,
             negotiated,
+            direction: self.direction.subscribe(),
         };
         let task = tokio::spawn(audio::run(
             setup,

@@ -34,6 +34,11 @@ pub enum UaCommand {
         reason: String,
     },
     Hangup(CallHandle),
+    /// A re-INVITE with a new session description (hold, resume).
+    ReInvite {
+        call: CallHandle,
+        body: Vec<u8>,
+    },
     /// Remove the registration; the task ends after the answer (or its
     /// timeout) with the `Unregistered` event.
     Unregister,
@@ -109,6 +114,9 @@ async fn run(
                     ua.reject(Instant::now(), call, code, &reason);
                 }
                 Some(UaCommand::Hangup(call)) => ua.hangup(Instant::now(), call),
+                Some(UaCommand::ReInvite { call, body }) => {
+                    ua.reinvite(Instant::now(), call, body);
+                }
                 Some(UaCommand::Unregister) => ua.unregister(Instant::now()),
                 Some(UaCommand::Shutdown) => return ua,
                 // The application is gone: keep going until told or done.
