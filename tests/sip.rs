@@ -483,6 +483,14 @@ fn call_with(
         Duration::from_secs(5),
     );
     let bob_rtp = bob.wait_line("call 1 rtp sent", Duration::from_secs(5));
+    // Keys alice sent (RFC 4733) arrive once each, in order.
+    if let Some(i) = caller_flags.iter().position(|f| *f == "--dtmf") {
+        let keys = caller_flags[i + 1];
+        assert!(
+            bob_rtp.ends_with(&format!("dtmf received {keys}")),
+            "{bob_rtp}"
+        );
+    }
     let (status, stderr) = bob.terminate(Duration::from_secs(10));
     assert!(status.success(), "{stderr}");
     let alice_rtp = stdout.lines().find(|l| l.starts_with("rtp sent")).unwrap();
@@ -726,7 +734,7 @@ fn register_and_call_through_icephone_serve() {
         &serve.registrar("udp"),
         None,
         &["--codecs", "pcmu"],
-        &[],
+        &["--dtmf", "159#"],
         "host",
     );
     // Bob unregistered at the end of each call: the proxy has no binding

@@ -116,10 +116,16 @@ pub fn describe_audio(r: &AudioReport) -> String {
         .first_packet_after
         .map(|d| format!("{} ms", d.as_millis()))
         .unwrap_or_else(|| "never".into());
-    format!(
+    let mut line = format!(
         "rtp sent {} received {} lost {} jitter {:.1} ms first audio after {first}",
         r.packets_sent, r.packets_received, r.packets_lost, r.jitter_ms
-    )
+    );
+    for (what, keys) in [("sent", &r.dtmf_sent), ("received", &r.dtmf_received)] {
+        if !keys.is_empty() {
+            line.push_str(&format!(" dtmf {what} {keys}"));
+        }
+    }
+    line
 }
 
 pub struct CallArgs {
@@ -131,6 +137,8 @@ pub struct CallArgs {
     /// answer, and take it off again at `resume_after`.
     pub hold_after: Option<Duration>,
     pub resume_after: Option<Duration>,
+    /// Keys to send (RFC 4733) once the audio runs.
+    pub dtmf: Option<String>,
     pub to: String,
     pub timeout: Duration,
     /// Hang up this long after the answer; `None`: stay until Ctrl-C.
@@ -271,6 +279,9 @@ pub async fn run(args: CallArgs) -> ExitCode {
                             if let Some((source, sink)) = audio_io.take() {
                                 audio = media.start_audio(source, sink);
                                 moments.audio_started = Some(Instant::now());
+                                if let (Some(a), Some(keys)) = (&audio, &args.dtmf) {
+                                    a.send_dtmf(keys);
+                                }
                             }
                         }
                         Err(e) => {

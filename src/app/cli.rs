@@ -124,6 +124,10 @@ pub enum Command {
         /// Take it off hold SECS after the answer.
         #[arg(long, value_name = "SECS")]
         resume_after: Option<f64>,
+        /// Send these keys as RFC 4733 events once the audio runs
+        /// (0-9, *, #, A-D).
+        #[arg(long, value_name = "KEYS")]
+        dtmf: Option<String>,
     },
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
@@ -441,6 +445,7 @@ pub fn run() -> ExitCode {
                 report,
                 hold_after,
                 resume_after,
+                dtmf,
             } => {
                 let hangup_after = match hangup_after.map(Duration::try_from_secs_f64) {
                     Some(Err(_)) => {
@@ -469,6 +474,7 @@ pub fn run() -> ExitCode {
                     report,
                     hold_after,
                     resume_after,
+                    dtmf,
                     to,
                     timeout: Duration::from_secs(timeout),
                     hangup_after,

@@ -17,7 +17,10 @@ use crate::audio::g711::{Law, G711, G711_FRAME};
 use crate::audio::io::{Sink, Source};
 use crate::audio::FRAME;
 use crate::net::{IceCommand, MediaPacket};
-use crate::rtp::{NtpTime, ReceiveOutcome, RtcpTiming, RtpPacket, RtpSession, SessionConfig};
+use crate::rtp::{
+    DtmfDigit, DtmfReceiver, DtmfSender, NtpTime, ReceiveOutcome, RtcpTiming, RtpPacket,
+    RtpSession, SessionConfig,
+};
 use crate::sdp::{CodecName, Direction, Negotiated};
 
 /// What the audio of a call amounted to.
@@ -40,6 +43,9 @@ pub struct AudioReport {
     pub remote_fraction_lost: Option<f64>,
     pub rtcp_sent: u64,
     pub rtcp_received: u64,
+    /// RFC 4733 keys the peer pressed, in order.
+    pub dtmf_received: String,
+    pub dtmf_sent: String,
 }
 
 pub struct AudioSetup {
@@ -48,6 +54,8 @@ pub struct AudioSetup {
     pub negotiated: Negotiated,
     /// Our direction, changed by re-INVITEs (hold, resume).
     pub direction: watch::Receiver<Direction>,
+    /// Keys to send as RFC 4733 events, in order.
+    pub dtmf: mpsc::UnboundedReceiver<char>,
 }
 
 /// Runs until `stop` turns true; returns the figures. Opus, or G.711 for a
@@ -63,6 +71,7 @@ pub async fn run(
         mut sink,
         negotiated,
         direction,
+        mut dtmf,
     } = setup;
     let mut report = AudioReport::default();
     let codec = &negotiated.send_codec;
@@ -91,6 +100,12 @@ pub async fn run(
         }
     };
     let mut jitter = JitterBuffer::new(20, 50);
+    let dtmf_pt = negotiated.dtmf.as_ref().map(|d| d.payload_type);
+    let mut keys = DtmfKeys {
+        sender: DtmfSender::new(codec.clock_rate),
+        receiver: DtmfReceiver::new(),
+        queue: std::collections::VecDeque::new(),
+    };
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut frame = [0i16; FRAME];
@@ -103,7 +118,19 @@ pub async fn run(
             biased;
             packet = media.recv() => {
                 let Some(packet) = packet else { break };
-                on_packet(&packet, voice_pt, &mut rtp, &mut jitter, &mut report, started);
+                let pts = (voice_pt, dtmf_pt);
+                on_packet(&packet, pts, &mut rtp, &mut jitter, &mut keys.receiver, &mut report, started);
+            }
+            Some(key) = dtmf.recv() => {
+                if let (Some(_), Some(digit)) = (dtmf_pt, DtmfDigit::from_char(key)) {
+                    keys.queue.push_back(digit);
+                }
+            }
+            _ = sleep_until_opt(keys.sender.poll_timeout()) => {
+                if let (Some(pt), Some(p)) = (dtmf_pt, keys.sender.handle_timeout(Instant::now())) {
+                    let packet = rtp.sender_mut().packetize_at(pt, p.timestamp, p.marker, &p.event.to_bytes());
+                    let _ = commands.send(IceCommand::SendMedia { component: 1, data: packet });
+                }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(rtp.poll_timeout())) => {
                 if let Some(compound) = rtp.handle_timeout(Instant::now(), &mut rng) {
@@ -112,6 +139,14 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
+                if !keys.sender.is_busy() {
+                    if let Some(digit) = keys.queue.pop_front() {
+                        let ts = rtp.sender().current_timestamp();
+                        if keys.sender.start(digit, DTMF_TONE, ts, Instant::now()).is_ok() {
+                            report.dtmf_sent.push(digit.as_char());
+                        }
+                    }
+                }
                 source.next_frame(&mut frame);
                 // One 20 ms Opus frame a packet, whatever a=ptime asked:
                 // packing two frames for 40 ms is not done yet.
@@ -154,13 +189,14 @@ pub async fn run(
     report
 }
 
-/// RTCP into the session (RTT, the peer's view of our stream), RTP into
-/// the jitter buffer.
+/// RTCP into the session (RTT, the peer's view of our stream), voice into
+/// the jitter buffer, RFC 4733 events to the key receiver.
 fn on_packet(
     packet: &MediaPacket,
-    voice_pt: u8,
+    (voice_pt, dtmf_pt): (u8, Option<u8>),
     rtp: &mut RtpSession,
     jitter: &mut JitterBuffer,
+    keys: &mut DtmfReceiver,
     report: &mut AudioReport,
     started: Instant,
 ) {
@@ -174,6 +210,13 @@ fn on_packet(
     let Ok(parsed) = RtpPacket::parse(&packet.data) else {
         return;
     };
+    if Some(parsed.header.payload_type) == dtmf_pt {
+        rtp.receive_rtp(&parsed, now);
+        if let Ok(Some(key)) = keys.on_packet(parsed.header.timestamp, parsed.payload) {
+            report.dtmf_received.push(key.digit.as_char());
+        }
+        return;
+    }
     if parsed.header.payload_type != voice_pt {
         return;
     }
@@ -184,6 +227,23 @@ fn on_packet(
         report.bytes_received += packet.data.len() as u64;
         jitter.set_jitter_ms(rtp.stats().jitter_ms);
         jitter.push(parsed.header.sequence, parsed.payload.to_vec());
+    }
+}
+
+/// How long each key's tone lasts (RFC 4733 §2.5.1.3 leaves it to the
+/// sender; 100 ms is what phones send for a short press).
+const DTMF_TONE: Duration = Duration::from_millis(100);
+
+struct DtmfKeys {
+    sender: DtmfSender,
+    receiver: DtmfReceiver,
+    queue: std::collections::VecDeque<DtmfDigit>,
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -349,11 +349,13 @@ impl CallMedia {
         let media = std::mem::replace(&mut self.session.media, closed);
         let (stop, stopped) = watch::channel(false);
         let _ = self.direction.send(negotiated.direction);
+        let (keys, dtmf) = mpsc::unbounded_channel();
         let setup = AudioSetup {
             source,
             sink,
             negotiated,
             direction: self.direction.subscribe(),
+            dtmf,
         };
         let task = tokio::spawn(audio::run(
             setup,
@@ -361,7 +363,7 @@ impl CallMedia {
             media,
             stopped,
         ));
-        Some(AudioHandle { stop, task })
+        Some(AudioHandle { stop, task, keys })
     }
 
     /// Ends the ICE session.
@@ -380,9 +382,19 @@ impl Drop for CallMedia {
 pub struct AudioHandle {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<AudioReport>,
+    keys: mpsc::UnboundedSender<char>,
 }
 
 impl AudioHandle {
+    /// Sends keys as RFC 4733 events, one after another (keys the peer did
+    /// not negotiate telephone-event for, or that are not 0-9 * # A-D, are
+    /// skipped).
+    pub fn send_dtmf(&self, keys: &str) {
+        for key in keys.chars() {
+            let _ = self.keys.send(key);
+        }
+    }
+
     /// Stops the audio (the speaker file is finished) and returns its figures.
     pub async fn stop(self) -> AudioReport {
         let _ = self.stop.send(true);
