@@ -1138,3 +1138,74 @@ fn hold_and_resume_stop_and_restart_the_held_side() {
     assert!(status.success(), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An ICE restart mid-call (re-INVITE with new credentials): both sides
+/// check again and select a pair, and the audio does not stop meanwhile —
+/// media stays on the old pair until the new one is chosen.
+#[test]
+fn an_ice_restart_mid_call_leaves_no_gap_in_the_audio() {
+    let serve = Serve::start();
+    let dir = std::env::temp_dir().join(format!("icephone-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alice_hears = dir.join("alice.wav");
+    let mut bob = Background::spawn(&mut register_cmd(
+        &format!("sip:bob@{REALM}"),
+        "Bob-pw2",
+        &serve.registrar("udp"),
+        &["--auto-answer", "--mic", "tone:880"],
+    ));
+    bob.wait_line("registered ", Duration::from_secs(10));
+    let speaker = format!("file:{}", alice_hears.display());
+    let (out, _) = icephone(
+        &[
+            "call",
+            &format!("sip:bob@{REALM}"),
+            "--aor",
+            &format!("sip:alice@{REALM}"),
+            "--password",
+            "Alice-pw1",
+            "--registrar",
+            &serve.registrar("udp"),
+            "--mic",
+            "tone:440",
+            "--speaker",
+            &speaker,
+            "--ice-restart-after",
+            "1",
+            "--hangup-after",
+            "2.5",
+        ],
+        Duration::from_secs(30),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ice restarted: ice connected in"),
+        "{stdout}"
+    );
+    bob.wait_line(
+        "call 1 ice restarted: ice connected in",
+        Duration::from_secs(10),
+    );
+    let samples: Vec<i16> = hound::WavReader::open(&alice_hears)
+        .unwrap()
+        .samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    // After the first 0.3 s, no more than 5 frames (100 ms) in a row
+    // without bob's tone.
+    let mut silent_run = 0;
+    let mut longest = 0;
+    for frame in samples[48_000 * 3 / 10..].chunks_exact(960) {
+        if tone_level(frame, 880.0) >= 0.5 {
+            silent_run = 0;
+        } else {
+            silent_run += 1;
+            longest = longest.max(silent_run);
+        }
+    }
+    assert!(longest <= 5, "a gap of {longest} frames around the restart");
+    let (status, stderr) = bob.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -139,6 +139,8 @@ pub struct CallArgs {
     pub resume_after: Option<Duration>,
     /// Keys to send (RFC 4733) once the audio runs.
     pub dtmf: Option<String>,
+    /// Restart ICE (re-INVITE with new credentials) this long after the answer.
+    pub ice_restart_after: Option<Duration>,
     pub to: String,
     pub timeout: Duration,
     /// Hang up this long after the answer; `None`: stay until Ctrl-C.
@@ -227,8 +229,9 @@ pub async fn run(args: CallArgs) -> ExitCode {
     let stop = crate::net::shutdown_signal();
     tokio::pin!(stop);
     let mut hangup_at: Option<tokio::time::Instant> = None;
-    // (when, hold?) re-INVITEs still to send, soonest first.
-    let mut holds: Vec<(tokio::time::Instant, bool)> = Vec::new();
+    // Re-INVITEs still to send, soonest first.
+    let mut changes: Vec<(tokio::time::Instant, Change)> = Vec::new();
+    let mut restarting = false;
     let mut outcome = ExitCode::SUCCESS;
     let mut hung_up = false;
     loop {
@@ -239,7 +242,7 @@ pub async fn run(args: CallArgs) -> ExitCode {
             }
         };
         let hold_due = async {
-            match holds.first() {
+            match changes.first() {
                 Some((at, _)) => tokio::time::sleep_until(*at).await,
                 None => std::future::pending().await,
             }
@@ -251,8 +254,21 @@ pub async fn run(args: CallArgs) -> ExitCode {
                 let _ = session.handle.commands.send(UaCommand::Hangup(call));
             }
             _ = hold_due, if !hung_up => {
-                let (_, hold) = holds.remove(0);
-                let body = media.reoffer(hold);
+                let (_, change) = changes.remove(0);
+                let body = match change {
+                    Change::Hold => media.reoffer(true),
+                    Change::Resume => media.reoffer(false),
+                    Change::RestartIce => match media.restart_offer().await {
+                        Ok(body) => {
+                            restarting = true;
+                            body
+                        }
+                        Err(e) => {
+                            println!("ICE restart failed: {e}");
+                            continue;
+                        }
+                    },
+                };
                 report.record(&moments, "INVITE (re-INVITE)", true);
                 let _ = session.handle.commands.send(UaCommand::ReInvite { call, body });
             }
@@ -295,9 +311,10 @@ pub async fn run(args: CallArgs) -> ExitCode {
                     }
                     let answered = tokio::time::Instant::now();
                     hangup_at = args.hangup_after.map(|d| answered + d);
-                    holds.extend(args.hold_after.map(|d| (answered + d, true)));
-                    holds.extend(args.resume_after.map(|d| (answered + d, false)));
-                    holds.sort_by_key(|(at, _)| *at);
+                    changes.extend(args.hold_after.map(|d| (answered + d, Change::Hold)));
+                    changes.extend(args.resume_after.map(|d| (answered + d, Change::Resume)));
+                    changes.extend(args.ice_restart_after.map(|d| (answered + d, Change::RestartIce)));
+                    changes.sort_by_key(|(at, _)| *at);
                 }
                 Some(UaEvent::CallUpdated { code, body, .. }) => {
                     report.record(&moments, &format!("{code} (re-INVITE)"), false);
@@ -305,6 +322,12 @@ pub async fn run(args: CallArgs) -> ExitCode {
                         match media.apply_reanswer(&body) {
                             Ok(d) => println!("re-INVITE answered: media now {}", d.token()),
                             Err(e) => println!("re-INVITE answer unusable: {e}"),
+                        }
+                        if std::mem::take(&mut restarting) {
+                            match media.connected(Duration::from_secs(15)).await {
+                                Ok(pair) => println!("ice restarted: {}", describe_pair(&pair)),
+                                Err(e) => println!("ICE restart failed: {e}"),
+                            }
                         }
                     } else {
                         println!("re-INVITE refused: {code}");
@@ -369,6 +392,14 @@ pub async fn run(args: CallArgs) -> ExitCode {
     } else {
         outcome
     }
+}
+
+/// A change to the session made by re-INVITE.
+#[derive(Clone, Copy, Debug)]
+enum Change {
+    Hold,
+    Resume,
+    RestartIce,
 }
 
 /// Reads the callee's answer and waits for ICE to select a pair.

@@ -128,6 +128,9 @@ pub enum Command {
         /// (0-9, *, #, A-D).
         #[arg(long, value_name = "KEYS")]
         dtmf: Option<String>,
+        /// Restart ICE (re-INVITE with new credentials) SECS after the answer.
+        #[arg(long, value_name = "SECS")]
+        ice_restart_after: Option<f64>,
     },
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
@@ -446,6 +449,7 @@ pub fn run() -> ExitCode {
                 hold_after,
                 resume_after,
                 dtmf,
+                ice_restart_after,
             } => {
                 let hangup_after = match hangup_after.map(Duration::try_from_secs_f64) {
                     Some(Err(_)) => {
@@ -458,12 +462,14 @@ pub fn run() -> ExitCode {
                     Some(Err(_)) => Err(format!("--{flag} must be a number of seconds, 0 or more")),
                     other => Ok(other.and_then(Result::ok)),
                 };
-                let (hold_after, resume_after) = match (
+                let parsed = (
                     secs(hold_after, "hold-after"),
                     secs(resume_after, "resume-after"),
-                ) {
-                    (Ok(h), Ok(r)) => (h, r),
-                    (Err(e), _) | (_, Err(e)) => {
+                    secs(ice_restart_after, "ice-restart-after"),
+                );
+                let (hold_after, resume_after, ice_restart_after) = match parsed {
+                    (Ok(h), Ok(r), Ok(i)) => (h, r, i),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         eprintln!("error: {e}");
                         return ExitCode::from(2);
                     }
@@ -475,6 +481,7 @@ pub fn run() -> ExitCode {
                     hold_after,
                     resume_after,
                     dtmf,
+                    ice_restart_after,
                     to,
                     timeout: Duration::from_secs(timeout),
                     hangup_after,

@@ -275,11 +275,17 @@ async fn answer_call(a: AnswerCall) {
     while !*ended.borrow() {
         tokio::select! {
             changed = ended.changed() => if changed.is_err() { break },
-            Some(offer) = reoffers.recv() => match media.reanswer(&offer) {
-                Ok(answer) => {
+            Some(offer) = reoffers.recv() => match media.reanswer(&offer).await {
+                Ok((answer, restarted)) => {
                     let state = media.negotiated.as_ref().map(|n| n.direction.token()).unwrap_or("?");
                     println!("call {} re-INVITE: now {state}", call.0);
                     let _ = commands.send(UaCommand::Answer { call, code: 200, body: answer });
+                    if restarted {
+                        match media.connected(Duration::from_secs(15)).await {
+                            Ok(pair) => println!("call {} ice restarted: {}", call.0, describe_pair(&pair)),
+                            Err(e) => println!("call {} ice restart failed: {e}", call.0),
+                        }
+                    }
                 }
                 Err(e) => {
                     let _ = commands.send(UaCommand::Reject { call, code: 488, reason: e.to_string() });

@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use thiserror::Error;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::audio::{self, AudioReport, AudioSetup};
 use crate::audio::io::{Sink, Source};
@@ -37,8 +37,6 @@ pub enum MediaError {
     IceTimeout(u64),
     #[error("the peer does not do ICE; media would go to {0} unchecked")]
     NoIce(SocketAddr),
-    #[error("ICE restart is not supported yet")]
-    Restart,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -185,7 +183,17 @@ impl CallMedia {
         self.offer()
     }
 
-    /// Reads the answer to a re-offer: the direction media now flows in.
+    /// An ICE restart (RFC 8445 §9): new local credentials, then a
+    /// re-offer carrying them. Media stays on the old pair until the new
+    /// checks select one.
+    pub async fn restart_offer(&mut self) -> Result<Vec<u8>, MediaError> {
+        self.restart_local().await?;
+        self.local.direction = Direction::SendRecv;
+        Ok(self.offer())
+    }
+
+    /// Reads the answer to a re-offer: the direction media now flows in
+    /// (and, for a restart, the peer's new credentials start the checks).
     pub fn apply_reanswer(&mut self, answer: &[u8]) -> Result<Direction, MediaError> {
         let answer = SessionDescription::parse(answer)?;
         let offer = self
@@ -193,22 +201,57 @@ impl CallMedia {
             .as_ref()
             .ok_or(SdpError::Mismatch("an answer without an offer"))?;
         let negotiated = sdp::apply_answer(offer, &answer)?;
-        Ok(self.follow(negotiated))
+        let restart = negotiated.restarts_ice(self.remote_ice());
+        Ok(self.adopt(negotiated, restart))
     }
 
-    /// Answers the peer's re-offer (hold, resume, codec change); an ICE
-    /// restart is refused for now (its error is the 488's reason).
-    pub fn reanswer(&mut self, offer: &[u8]) -> Result<Vec<u8>, MediaError> {
+    /// Answers the peer's re-offer: hold, resume, codec change, or an ICE
+    /// restart (new credentials: we restart too). The flag says whether
+    /// ICE restarted, so the caller can wait for the new pair.
+    pub async fn reanswer(&mut self, offer: &[u8]) -> Result<(Vec<u8>, bool), MediaError> {
         let offer = SessionDescription::parse(offer)?;
+        let restart = offer
+            .audio()
+            .and_then(|a| a.ice.as_ref())
+            .zip(self.remote_ice())
+            .is_some_and(|(new, old)| new.ufrag != old.ufrag || new.pwd != old.pwd);
+        if restart {
+            self.restart_local().await?;
+        }
         self.local.direction = Direction::SendRecv;
         let (answer, negotiated) = sdp::answer(&offer, &self.local)?;
-        let before = self.negotiated.as_ref().and_then(|n| n.remote_ice.as_ref());
-        if negotiated.restarts_ice(before) {
-            return Err(MediaError::Restart);
-        }
         self.local.version += 1;
-        self.follow(negotiated);
-        Ok(answer.to_bytes())
+        self.adopt(negotiated, restart);
+        Ok((answer.to_bytes(), restart))
+    }
+
+    fn remote_ice(&self) -> Option<&IceDescription> {
+        self.negotiated.as_ref().and_then(|n| n.remote_ice.as_ref())
+    }
+
+    /// New local credentials from the agent, for our next description.
+    async fn restart_local(&mut self) -> Result<(), MediaError> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.session.commands.send(IceCommand::Restart(tx));
+        let credentials = rx.await.map_err(|_| MediaError::IceFailed)?;
+        if let Some(ice) = self.local.ice.as_mut() {
+            ice.ufrag = credentials.ufrag;
+            ice.pwd = credentials.pwd;
+        }
+        self.selected = None;
+        Ok(())
+    }
+
+    /// A negotiation in a running call; after a restart the peer's new
+    /// credentials and candidates go to the agent.
+    fn adopt(&mut self, negotiated: Negotiated, restart: bool) -> Direction {
+        if restart {
+            if let Some(ice) = negotiated.remote_ice.clone() {
+                self.checks_started = Some(Instant::now());
+                self.send_remote(ice);
+            }
+        }
+        self.follow(negotiated)
     }
 
     /// A new negotiation in a running call: the audio follows its
@@ -240,6 +283,13 @@ impl CallMedia {
             self.without_ice = Some(rtp);
             return Ok(());
         };
+        self.send_remote(ice);
+        self.checks_started = Some(Instant::now());
+        Ok(())
+    }
+
+    /// The peer's credentials and candidates, to the agent.
+    fn send_remote(&self, ice: IceDescription) {
         let tx = &self.session.commands;
         let _ = tx.send(IceCommand::SetRemoteCredentials(IceCredentials {
             ufrag: ice.ufrag,
@@ -251,8 +301,6 @@ impl CallMedia {
         if ice.end_of_candidates {
             let _ = tx.send(IceCommand::EndOfRemoteCandidates);
         }
-        self.checks_started = Some(Instant::now());
-        Ok(())
     }
 
     /// Waits until ICE selects a pair (or fails, or `timeout` passes).
