@@ -386,6 +386,8 @@ pub async fn run(args: CallArgs) -> ExitCode {
             Err(e) => eprintln!("error: cannot write the report: {e}"),
         }
     }
+    // BYE is out; the relays are released before the registration goes.
+    media.shutdown().await;
     let unregistered = finish(session).await;
     if outcome == ExitCode::SUCCESS {
         unregistered

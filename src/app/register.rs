@@ -296,6 +296,7 @@ async fn answer_call(a: AnswerCall) {
     if let Some(audio) = running {
         println!("call {} {}", call.0, describe_audio(&audio.stop().await));
     }
+    media.shutdown().await;
 }
 
 fn on_event(session: &Session, event: UaEvent) {

@@ -418,6 +418,13 @@ impl CallMedia {
     pub fn close(&self) {
         let _ = self.session.commands.send(IceCommand::Shutdown);
     }
+
+    /// Ends the ICE session and waits (at most 3 s) until its TURN
+    /// allocations are released, so a relay is not left to expire.
+    pub async fn shutdown(mut self) {
+        self.close();
+        let _ = tokio::time::timeout(Duration::from_secs(3), &mut self.session.task).await;
+    }
 }
 
 impl Drop for CallMedia {
