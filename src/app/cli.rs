@@ -451,25 +451,19 @@ pub fn run() -> ExitCode {
                 dtmf,
                 ice_restart_after,
             } => {
-                let hangup_after = match hangup_after.map(Duration::try_from_secs_f64) {
-                    Some(Err(_)) => {
-                        eprintln!("error: --hangup-after must be a number of seconds, 0 or more");
-                        return ExitCode::from(2);
-                    }
-                    other => other.and_then(Result::ok),
-                };
                 let secs = |v: Option<f64>, flag: &str| match v.map(Duration::try_from_secs_f64) {
                     Some(Err(_)) => Err(format!("--{flag} must be a number of seconds, 0 or more")),
                     other => Ok(other.and_then(Result::ok)),
                 };
                 let parsed = (
+                    secs(hangup_after, "hangup-after"),
                     secs(hold_after, "hold-after"),
                     secs(resume_after, "resume-after"),
                     secs(ice_restart_after, "ice-restart-after"),
                 );
-                let (hold_after, resume_after, ice_restart_after) = match parsed {
-                    (Ok(h), Ok(r), Ok(i)) => (h, r, i),
-                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                let (hangup_after, hold_after, resume_after, ice_restart_after) = match parsed {
+                    (Ok(a), Ok(h), Ok(r), Ok(i)) => (a, h, r, i),
+                    (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
                         eprintln!("error: {e}");
                         return ExitCode::from(2);
                     }

@@ -11,7 +11,7 @@ use super::authenticator::Authenticator;
 use super::dialog::Dialog;
 use super::layer::response_to;
 use super::layer::{ClientId, ServerId};
-use super::message::{reason_phrase, Method, Request, Response};
+use super::message::{reason_phrase, Headers, Method, Request, Response};
 use super::ua::{UaEvent, UserAgent};
 use super::uri::Uri;
 use super::{random_hex, Target, Transport, ALLOW};
@@ -102,7 +102,7 @@ impl UserAgent {
         h.push("Contact", format!("<{}>", self.registration.contact()));
         h.push("Allow", ALLOW);
         h.push("User-Agent", &cfg.user_agent);
-        set_body(&mut req, body);
+        set_sdp(&mut req.headers, &mut req.body, body);
         let mut call = Call::new(true, req.clone());
         call.auth = Some(Authenticator::new(cfg.credentials.clone()));
         call.invite_client = Some(self.layer.send_request(now, self.config.next_hop, req));
@@ -158,7 +158,7 @@ impl UserAgent {
         }
         if (200..300).contains(&code) {
             resp.headers.push("Allow", ALLOW);
-            set_body_response(&mut resp, body);
+            set_sdp(&mut resp.headers, &mut resp.body, body);
             if c.dialog.is_none() {
                 match Dialog::as_uas(&invite, &c.local_tag, &mut self.rng) {
                     Ok(d) => c.dialog = Some(d),
@@ -233,7 +233,7 @@ impl UserAgent {
             return false;
         };
         let mut req = dialog.request(Method::Invite, &via, &contact);
-        set_body(&mut req, body);
+        set_sdp(&mut req.headers, &mut req.body, body);
         let id = self.layer.send_request(now, target, req.clone());
         c.reinvite_client = Some((id, req));
         self.drain_layer(now);
@@ -716,16 +716,10 @@ fn with_tag(invite: &Request, tag: &str) -> String {
     }
 }
 
-fn set_body(req: &mut Request, body: Vec<u8>) {
+/// A session description as the message body (none: no Content-Type).
+fn set_sdp(headers: &mut Headers, slot: &mut Vec<u8>, body: Vec<u8>) {
     if !body.is_empty() {
-        req.headers.push("Content-Type", "application/sdp");
+        headers.push("Content-Type", "application/sdp");
     }
-    req.body = body;
-}
-
-fn set_body_response(resp: &mut Response, body: Vec<u8>) {
-    if !body.is_empty() {
-        resp.headers.push("Content-Type", "application/sdp");
-    }
-    resp.body = body;
+    *slot = body;
 }
