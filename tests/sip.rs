@@ -504,11 +504,7 @@ fn call_with(
     }
     // Each side hears the other's tone, not its own, after a short delay.
     for (file, tone, other) in [(&alice_hears, 880.0, 440.0), (&bob_hears, 440.0, 880.0)] {
-        let samples: Vec<i16> = hound::WavReader::open(file)
-            .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-            .samples::<i16>()
-            .map(Result::unwrap)
-            .collect();
+        let samples = read_wav(file);
         assert!(
             samples.len() >= 48_000,
             "{} holds {} samples",
@@ -1057,13 +1053,11 @@ fn wait_for_stun(port: u16) {
     panic!("no STUN answer on port {port}");
 }
 
-/// Hold and resume by re-INVITE: while alice holds (`sendonly`), bob
-/// answers `recvonly` and sends nothing, so what alice hears of bob's tone
-/// stops for that second and comes back.
-#[test]
-fn hold_and_resume_stop_and_restart_the_held_side() {
-    let serve = Serve::start();
-    let dir = std::env::temp_dir().join(format!("icephone-hold-{}", std::process::id()));
+/// Bob (auto-answer, an 880 Hz tone) registers to `serve`; alice calls
+/// him with a 440 Hz tone and `flags`, recording what she hears. Returns
+/// alice's stdout, bob still running, and alice's recording.
+fn alice_calls_bob(serve: &Serve, test: &str, flags: &[&str]) -> (String, Background, Vec<i16>) {
+    let dir = std::env::temp_dir().join(format!("icephone-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let alice_hears = dir.join("alice.wav");
     let mut bob = Background::spawn(&mut register_cmd(
@@ -1074,31 +1068,53 @@ fn hold_and_resume_stop_and_restart_the_held_side() {
     ));
     bob.wait_line("registered ", Duration::from_secs(10));
     let speaker = format!("file:{}", alice_hears.display());
-    let (out, _) = icephone(
-        &[
-            "call",
-            &format!("sip:bob@{REALM}"),
-            "--aor",
-            &format!("sip:alice@{REALM}"),
-            "--password",
-            "Alice-pw1",
-            "--registrar",
-            &serve.registrar("udp"),
-            "--mic",
-            "tone:440",
-            "--speaker",
-            &speaker,
-            "--hold-after",
-            "1",
-            "--resume-after",
-            "2",
-            "--hangup-after",
-            "3",
-        ],
-        Duration::from_secs(30),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut args = vec![
+        "call".to_owned(),
+        format!("sip:bob@{REALM}"),
+        "--aor".into(),
+        format!("sip:alice@{REALM}"),
+        "--password".into(),
+        "Alice-pw1".into(),
+        "--registrar".into(),
+        serve.registrar("udp"),
+        "--mic".into(),
+        "tone:440".into(),
+        "--speaker".into(),
+        speaker,
+    ];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (out, _) = icephone(&args, Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}");
+    let samples = read_wav(&alice_hears);
+    let _ = std::fs::remove_dir_all(dir);
+    (stdout, bob, samples)
+}
+
+fn read_wav(path: &Path) -> Vec<i16> {
+    hound::WavReader::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .samples::<i16>()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// Hold and resume by re-INVITE: while alice holds (`sendonly`), bob
+/// answers `recvonly` and sends nothing, so what alice hears of bob's tone
+/// stops for that second and comes back.
+#[test]
+fn hold_and_resume_stop_and_restart_the_held_side() {
+    let serve = Serve::start();
+    let flags = [
+        "--hold-after",
+        "1",
+        "--resume-after",
+        "2",
+        "--hangup-after",
+        "3",
+    ];
+    let (stdout, mut bob, samples) = alice_calls_bob(&serve, "hold", &flags);
     assert!(
         stdout.contains("re-INVITE answered: media now sendonly"),
         "{stdout}"
@@ -1115,11 +1131,6 @@ fn hold_and_resume_stop_and_restart_the_held_side() {
         Duration::from_secs(5),
     );
     assert_eq!(lines.len(), 2);
-    let samples: Vec<i16> = hound::WavReader::open(&alice_hears)
-        .unwrap()
-        .samples::<i16>()
-        .map(Result::unwrap)
-        .collect();
     let clear = |from_s: f64, to_s: f64| -> f64 {
         let a = (from_s * 48_000.0) as usize;
         let b = ((to_s * 48_000.0) as usize).min(samples.len());
@@ -1136,7 +1147,6 @@ fn hold_and_resume_stop_and_restart_the_held_side() {
     assert!(clear(2.3, 2.8) > 0.85, "after resume: {}", clear(2.3, 2.8));
     let (status, stderr) = bob.terminate(Duration::from_secs(10));
     assert!(status.success(), "{stderr}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// An ICE restart mid-call (re-INVITE with new credentials): both sides
@@ -1145,40 +1155,8 @@ fn hold_and_resume_stop_and_restart_the_held_side() {
 #[test]
 fn an_ice_restart_mid_call_leaves_no_gap_in_the_audio() {
     let serve = Serve::start();
-    let dir = std::env::temp_dir().join(format!("icephone-restart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let alice_hears = dir.join("alice.wav");
-    let mut bob = Background::spawn(&mut register_cmd(
-        &format!("sip:bob@{REALM}"),
-        "Bob-pw2",
-        &serve.registrar("udp"),
-        &["--auto-answer", "--mic", "tone:880"],
-    ));
-    bob.wait_line("registered ", Duration::from_secs(10));
-    let speaker = format!("file:{}", alice_hears.display());
-    let (out, _) = icephone(
-        &[
-            "call",
-            &format!("sip:bob@{REALM}"),
-            "--aor",
-            &format!("sip:alice@{REALM}"),
-            "--password",
-            "Alice-pw1",
-            "--registrar",
-            &serve.registrar("udp"),
-            "--mic",
-            "tone:440",
-            "--speaker",
-            &speaker,
-            "--ice-restart-after",
-            "1",
-            "--hangup-after",
-            "2.5",
-        ],
-        Duration::from_secs(30),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}");
+    let flags = ["--ice-restart-after", "1", "--hangup-after", "2.5"];
+    let (stdout, mut bob, samples) = alice_calls_bob(&serve, "restart", &flags);
     assert!(
         stdout.contains("ice restarted: ice connected in"),
         "{stdout}"
@@ -1187,11 +1165,6 @@ fn an_ice_restart_mid_call_leaves_no_gap_in_the_audio() {
         "call 1 ice restarted: ice connected in",
         Duration::from_secs(10),
     );
-    let samples: Vec<i16> = hound::WavReader::open(&alice_hears)
-        .unwrap()
-        .samples::<i16>()
-        .map(Result::unwrap)
-        .collect();
     // After the first 0.3 s, no more than 5 frames (100 ms) in a row
     // without bob's tone.
     let mut silent_run = 0;
@@ -1207,5 +1180,4 @@ fn an_ice_restart_mid_call_leaves_no_gap_in_the_audio() {
     assert!(longest <= 5, "a gap of {longest} frames around the restart");
     let (status, stderr) = bob.terminate(Duration::from_secs(10));
     assert!(status.success(), "{stderr}");
-    let _ = std::fs::remove_dir_all(dir);
 }
