@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{icephone, require, Background};
+use common::{icephone, require, Background, Serve};
 use icephone::audio::analysis::{tone_level, tone_onset};
 
 const REALM: &str = "icephone.test";
@@ -655,48 +655,6 @@ fn two_uas_call_each_other_through_kamailio() {
 
 /// `icephone serve` with its SIP registrar/proxy on a free port, for
 /// alice, bob and carol; killed by PID when dropped.
-struct Serve {
-    process: Background,
-    port: u16,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
-        cmd.args([
-            "--log",
-            "info",
-            "serve",
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ])
-        .args(["--sip-port", "0", "--min-expires", "5", "--realm", REALM])
-        .args([
-            "--user",
-            "alice:Alice-pw1",
-            "--user",
-            "bob:Bob-pw2",
-            "--user",
-            "carol:Carol-pw3",
-        ]);
-        let mut process = Background::spawn(&mut cmd);
-        let line = process.wait_line("listening ", Duration::from_secs(20));
-        let port = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("sip="))
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no sip= in {line:?}"));
-        Serve { process, port }
-    }
-
-    fn registrar(&self, transport: &str) -> String {
-        format!("sip:127.0.0.1:{};transport={transport}", self.port)
-    }
-}
-
 fn call_ends_with(serve: &Serve, callee: &str, needle: &str) {
     let (out, _) = icephone(
         &[
@@ -718,7 +676,7 @@ fn call_ends_with(serve: &Serve, callee: &str, needle: &str) {
 
 #[test]
 fn register_and_call_through_icephone_serve() {
-    let serve = Serve::start();
+    let serve = Serve::start(REALM);
     for transport in ["udp", "tcp"] {
         register_refresh_unregister(&serve.registrar(transport), None);
     }
@@ -764,7 +722,7 @@ fn register_and_call_through_icephone_serve() {
 
 #[test]
 fn icephone_serve_answers_hostile_sip_with_400_or_silence_and_keeps_serving() {
-    let serve = Serve::start();
+    let serve = Serve::start(REALM);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -931,7 +889,7 @@ fn register_and_call_over_tls_through_icephone_serve() {
 
 #[test]
 fn register_takes_its_account_from_a_config_file() {
-    let serve = Serve::start();
+    let serve = Serve::start(REALM);
     let dir = std::env::temp_dir().join(format!("icephone-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("icephone.toml");
@@ -991,7 +949,7 @@ fn a_relay_only_call_goes_through_coturn() {
     let Some(turnserver) = require("turnserver", "relay_call") else {
         return;
     };
-    let serve = Serve::start();
+    let serve = Serve::start(REALM);
     let turn_port = free_udp_and_tcp_port();
     let dir = std::env::temp_dir().join(format!("icephone-relay-call-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1105,7 +1063,7 @@ fn read_wav(path: &Path) -> Vec<i16> {
 /// stops for that second and comes back.
 #[test]
 fn hold_and_resume_stop_and_restart_the_held_side() {
-    let serve = Serve::start();
+    let serve = Serve::start(REALM);
     let flags = [
         "--hold-after",
         "1",
@@ -1154,7 +1112,7 @@ fn hold_and_resume_stop_and_restart_the_held_side() {
 /// media stays on the old pair until the new one is chosen.
 #[test]
 fn an_ice_restart_mid_call_leaves_no_gap_in_the_audio() {
-    let serve = Serve::start();
+    let serve = Serve::start(REALM);
     let flags = ["--ice-restart-after", "1", "--hangup-after", "2.5"];
     let (stdout, mut bob, samples) = alice_calls_bob(&serve, "restart", &flags);
     assert!(

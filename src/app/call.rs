@@ -46,12 +46,14 @@ pub struct MediaFlags {
     /// Voice codecs to offer or accept, in order: opus, pcmu, pcma.
     #[arg(long, value_delimiter = ',', default_value = "opus,pcmu,pcma")]
     pub codecs: Vec<String>,
-    /// Microphone: tone:HZ, file:PATH.wav or silence (sound devices come
-    /// with the phone).
-    #[arg(long, default_value = "silence")]
+    /// Microphone: default, a device (`icephone devices`), tone:HZ,
+    /// file:PATH.wav or silence. `default` is silence where there is no
+    /// sound device.
+    #[arg(long, default_value = "default")]
     pub mic: String,
-    /// Speaker: file:PATH.wav or null.
-    #[arg(long, default_value = "null")]
+    /// Speaker: default, a device, file:PATH.wav or null. `default` is
+    /// null where there is no sound device.
+    #[arg(long, default_value = "default")]
     pub speaker: String,
 }
 
@@ -102,11 +104,25 @@ impl MediaFlags {
         Ok(options)
     }
 
-    /// Opens both, with a clear error naming the flag.
-    pub fn open(&self) -> Result<(Source, Sink), String> {
-        let source = Source::parse(&self.mic).map_err(|e| format!("--mic: {e}"))?;
-        let sink = Sink::parse(&self.speaker).map_err(|e| format!("--speaker: {e}"))?;
-        Ok((source, sink))
+    /// Checks both without holding a sound device.
+    pub async fn check(&self) -> Result<(), String> {
+        let (mic, speaker) = (self.mic.clone(), self.speaker.clone());
+        tokio::task::spawn_blocking(move || crate::audio::io::check_specs(&mic, &speaker))
+            .await
+            .map_err(|e| format!("audio: {e}"))?
+    }
+
+    /// Opens both, with a clear error naming the flag. Sound devices take
+    /// a second or two to start, so this runs off the async workers.
+    pub async fn open(&self) -> Result<(Source, Sink), String> {
+        let (mic, speaker) = (self.mic.clone(), self.speaker.clone());
+        tokio::task::spawn_blocking(move || {
+            let source = Source::parse(&mic).map_err(|e| format!("--mic: {e}"))?;
+            let sink = Sink::parse(&speaker).map_err(|e| format!("--speaker: {e}"))?;
+            Ok((source, sink))
+        })
+        .await
+        .map_err(|e| format!("audio: {e}"))?
     }
 }
 
@@ -164,7 +180,7 @@ pub async fn run(args: CallArgs) -> ExitCode {
         }
     };
     // Bad audio flags fail before anything is registered.
-    let (source, sink) = match args.audio.open() {
+    let (source, sink) = match args.audio.open().await {
         Ok(io) => io,
         Err(e) => {
             eprintln!("error: {e}");

@@ -135,6 +135,12 @@ pub enum Command {
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// List the sound devices --mic and --speaker can name.
+    Devices {
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Allocate on a TURN server, relay a few datagrams to a local echo peer, report, release.
     TurnProbe {
         /// TURN server: turn:HOST[:PORT][?transport=udp|tcp] (port 3478 by
@@ -294,6 +300,9 @@ pub fn run() -> ExitCode {
         let _ = Cli::command().print_help();
         return ExitCode::SUCCESS;
     };
+    if let Command::Devices { json } = command {
+        return list_devices(json);
+    }
     if let Command::Bench(bench) = command {
         return match bench {
             BenchCommand::Stun {
@@ -343,7 +352,9 @@ pub fn run() -> ExitCode {
     }
     runtime.block_on(async move {
         match command {
-            Command::Bench(_) => unreachable!("bench runs without the runtime, above"),
+            Command::Bench(_) | Command::Devices { .. } => {
+                unreachable!("bench and devices run without the runtime, above")
+            }
             Command::Demo { timeout } => super::demo::run(Duration::from_secs(timeout)).await,
             Command::NatCheck {
                 stun,
@@ -502,6 +513,43 @@ pub fn run() -> ExitCode {
             }
         }
     })
+}
+
+fn list_devices(json: bool) -> ExitCode {
+    let devices = match crate::audio::device::list() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        let rows: Vec<serde_json::Value> = devices
+            .iter()
+            .map(|d| {
+                serde_json::json!({
+                    "name": d.name, "description": d.description,
+                    "input": d.input, "output": d.output, "default": d.is_default,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return ExitCode::SUCCESS;
+    }
+    if devices.is_empty() {
+        println!("no sound devices (is a sound server running?); use --mic file:PATH.wav or tone:HZ and --speaker file:PATH.wav or null");
+    }
+    for d in &devices {
+        let kind = match (d.input, d.output) {
+            (true, true) => "in/out",
+            (true, false) => "mic",
+            (false, true) => "speaker",
+            (false, false) => "-",
+        };
+        let default = if d.is_default { " (default)" } else { "" };
+        println!("{kind:8} {}{default}  {}", d.name, d.description);
+    }
+    ExitCode::SUCCESS
 }
 
 fn init_logging(filter: Option<&str>) {

@@ -57,7 +57,7 @@ pub async fn run(args: RegisterArgs) -> ExitCode {
         }
     };
     // Bad audio flags fail at once, not at the first call.
-    if let Err(e) = args.audio.open() {
+    if let Err(e) = args.audio.check().await {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -223,6 +223,9 @@ async fn answer_call(a: AnswerCall) {
         mut ended,
         mut reoffers,
     } = a;
+    // Sound devices take a second or two to start: open them while ICE
+    // gathers and checks, not after.
+    let opening = tokio::spawn(async move { audio.open().await });
     let mut media = match CallMedia::start(local_ip, false, &options).await {
         Ok(m) => m,
         Err(e) => {
@@ -262,8 +265,10 @@ async fn answer_call(a: AnswerCall) {
         connected = media.connected(Duration::from_secs(15)) => match connected {
             Ok(pair) => {
                 println!("call {} {}", call.0, describe_pair(&pair));
-                if let Ok((source, sink)) = audio.open() {
-                    running = media.start_audio(source, sink);
+                match opening.await {
+                    Ok(Ok((source, sink))) => running = media.start_audio(source, sink),
+                    Ok(Err(e)) => println!("call {}: no audio: {e}", call.0),
+                    Err(e) => println!("call {}: no audio: {e}", call.0),
                 }
             }
             Err(e) => println!("call {}: {e}", call.0),

@@ -1,6 +1,7 @@
-//! Microphones and speakers that are not sound cards: a WAV file or a tone
-//! as the microphone, a WAV file or nothing as the speaker. Parsed from the
-//! `--mic` / `--speaker` flags.
+//! Where a call's audio comes from and goes: a sound device (through
+//! [`super::device`]), or for tests and servers a WAV file, a tone or
+//! silence as the microphone and a WAV file or nothing as the speaker.
+//! Parsed from the `--mic` / `--speaker` flags.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -12,10 +13,10 @@ use super::{FRAME, RATE};
 
 #[derive(Debug, Error)]
 pub enum AudioError {
-    #[error("{0:?}: expected default, DEVICE, file:PATH.wav or tone:HZ")]
+    #[error("{0:?}: expected default, DEVICE, file:PATH.wav, tone:HZ, silence or null")]
     Spec(String),
-    #[error("sound devices are not supported yet; use file:PATH.wav or tone:HZ (got {0:?})")]
-    Device(String),
+    #[error(transparent)]
+    Device(#[from] super::device::DeviceError),
     #[error("{path}: {reason}")]
     File { path: PathBuf, reason: String },
 }
@@ -34,10 +35,12 @@ pub enum Source {
         at: usize,
     },
     Silence,
+    /// A sound card's capture stream.
+    Device(Box<super::device::Capture>),
 }
 
 impl Source {
-    /// `tone:HZ`, `file:PATH.wav` or `silence`.
+    /// `tone:HZ`, `file:PATH.wav`, `silence`, `default` or a device name.
     pub fn parse(spec: &str) -> Result<Self, AudioError> {
         if let Some(hz) = spec.strip_prefix("tone:") {
             let hz: f64 = hz.parse().map_err(|_| AudioError::Spec(spec.into()))?;
@@ -54,8 +57,14 @@ impl Source {
         }
         match spec {
             "silence" => Ok(Source::Silence),
-            "" => Err(AudioError::Spec(spec.into())),
-            _ => Err(AudioError::Device(spec.into())),
+            "default" if !super::device::has_default(true) => {
+                tracing::warn!("no sound device: the microphone is silent (--mic chooses one)");
+                Ok(Source::Silence)
+            }
+            name if names_device(name) => Ok(Source::Device(Box::new(
+                super::device::Capture::open(name)?,
+            ))),
+            _ => Err(AudioError::Spec(spec.into())),
         }
     }
 
@@ -76,18 +85,48 @@ impl Source {
                 }
             }
             Source::Silence => out.fill(0),
+            Source::Device(capture) => capture.next_frame(out),
         }
     }
+}
+
+/// A spec that names a sound device (`default`, `mic_bob`, `hw:0,0`)
+/// rather than a file, a tone or a keyword.
+fn names_device(spec: &str) -> bool {
+    !(spec.is_empty()
+        || spec == "silence"
+        || spec == "null"
+        || spec.starts_with("file:")
+        || spec.starts_with("tone:"))
+}
+
+/// Whether `--mic`/`--speaker` specs would open, without holding a sound
+/// device (a speaker file is created, as the call would create it).
+/// `default` always does: without a device it is silence.
+pub fn check_specs(mic: &str, speaker: &str) -> Result<(), String> {
+    if names_device(mic) && mic != "default" {
+        super::device::check(mic, true).map_err(|e| format!("--mic: {e}"))?;
+    } else {
+        Source::parse(mic).map_err(|e| format!("--mic: {e}"))?;
+    }
+    if names_device(speaker) && speaker != "default" {
+        super::device::check(speaker, false).map_err(|e| format!("--speaker: {e}"))?;
+    } else {
+        Sink::parse(speaker).map_err(|e| format!("--speaker: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Where incoming audio goes.
 pub enum Sink {
     Wav(Box<hound::WavWriter<BufWriter<File>>>),
     Null,
+    /// A sound card's playback stream.
+    Device(Box<super::device::Playback>),
 }
 
 impl Sink {
-    /// `file:PATH.wav` or `null`.
+    /// `file:PATH.wav`, `null`, `default` or a device name.
     pub fn parse(spec: &str) -> Result<Self, AudioError> {
         if let Some(path) = spec.strip_prefix("file:") {
             let spec_wav = hound::WavSpec {
@@ -104,18 +143,28 @@ impl Sink {
         }
         match spec {
             "null" => Ok(Sink::Null),
-            "" => Err(AudioError::Spec(spec.into())),
-            _ => Err(AudioError::Device(spec.into())),
+            "default" if !super::device::has_default(false) => {
+                tracing::warn!("no sound device: what the far end says is not played (--speaker chooses one)");
+                Ok(Sink::Null)
+            }
+            name if names_device(name) => {
+                Ok(Sink::Device(Box::new(super::device::Playback::open(name)?)))
+            }
+            _ => Err(AudioError::Spec(spec.into())),
         }
     }
 
     pub fn write(&mut self, frame: &[i16]) {
-        if let Sink::Wav(w) = self {
-            for s in frame {
-                if w.write_sample(*s).is_err() {
-                    return;
+        match self {
+            Sink::Wav(w) => {
+                for s in frame {
+                    if w.write_sample(*s).is_err() {
+                        return;
+                    }
                 }
             }
+            Sink::Device(playback) => playback.write(frame),
+            Sink::Null => {}
         }
     }
 
@@ -126,14 +175,12 @@ impl Sink {
                 path: PathBuf::from("speaker file"),
                 reason: e.to_string(),
             }),
-            Sink::Null => Ok(()),
+            Sink::Null | Sink::Device(_) => Ok(()),
         }
     }
 }
 
-/// A WAV file as 48 kHz mono: channels averaged, other rates resampled
-/// linearly (good enough for speech and test tones; the device path will
-/// use a proper resampler).
+/// A WAV file as 48 kHz mono: channels averaged, other rates resampled.
 pub fn read_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
     let bad = |reason: String| AudioError::File {
         path: path.to_owned(),
@@ -166,29 +213,11 @@ pub fn read_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
         .chunks(channels)
         .map(|c| c.iter().sum::<f32>() / c.len() as f32)
         .collect();
-    let resampled = resample_linear(&mono, spec.sample_rate, RATE);
+    let resampled = super::resample::resample(&mono, spec.sample_rate, RATE);
     Ok(resampled
         .into_iter()
         .map(|v| (v.clamp(-1.0, 1.0) * 32767.0) as i16)
         .collect())
-}
-
-fn resample_linear(input: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to || input.is_empty() || from == 0 {
-        return input.to_vec();
-    }
-    let ratio = f64::from(from) / f64::from(to);
-    let len = (input.len() as f64 / ratio) as usize;
-    (0..len)
-        .map(|i| {
-            let pos = i as f64 * ratio;
-            let k = pos as usize;
-            let frac = (pos - k as f64) as f32;
-            let a = input[k.min(input.len() - 1)];
-            let b = input[(k + 1).min(input.len() - 1)];
-            a + (b - a) * frac
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -196,7 +225,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn specs_parse_and_devices_are_refused_clearly() {
+    fn specs_parse_and_bad_ones_are_refused_clearly() {
         assert!(matches!(
             Source::parse("tone:440").unwrap(),
             Source::Tone { .. }
@@ -206,10 +235,7 @@ mod tests {
             Err(AudioError::Spec(_))
         ));
         assert!(matches!(Source::parse("tone:5"), Err(AudioError::Spec(_))));
-        assert!(matches!(
-            Source::parse("default"),
-            Err(AudioError::Device(_))
-        ));
+        assert!(matches!(Sink::parse(""), Err(AudioError::Spec(_))));
         let err = match Source::parse("file:/nonexistent/x.wav") {
             Err(e) => e.to_string(),
             Ok(_) => panic!("a missing file opened"),

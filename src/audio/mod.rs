@@ -1,7 +1,7 @@
 //! Audio for calls: where the microphone's samples come from and where the
-//! far end's go (files, tones, silence; sound devices through cpal come
-//! with the phone), the Opus codec, and the measurements tests make on
-//! what arrived.
+//! far end's go (sound devices through cpal; files, tones and silence for
+//! tests and servers), resampling, the Opus codec, and the measurements
+//! tests make on what arrived.
 //!
 //! Owns: 48 kHz mono sample frames and their encoding. Must not touch:
 //! RTP, sockets or timing — the call's media task decides when a frame is
@@ -9,8 +9,10 @@
 
 pub mod analysis;
 pub mod codec;
+pub mod device;
 pub mod g711;
 pub mod io;
+pub mod resample;
 
 /// Every frame inside icephone is 48 kHz mono (RFC 7587 clocks Opus at
 /// 48 kHz whatever it carries).

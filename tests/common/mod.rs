@@ -234,3 +234,47 @@ pub fn test_certificates(test: &str) -> Option<std::path::PathBuf> {
     }
     Some(dir)
 }
+
+/// `icephone serve` on loopback with free ports: registrar, proxy, STUN and
+/// TURN, with the users alice, bob and carol.
+pub struct Serve {
+    pub process: Background,
+    pub port: u16,
+}
+
+impl Serve {
+    pub fn start(realm: &str) -> Serve {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_icephone"));
+        cmd.args([
+            "--log",
+            "info",
+            "serve",
+            "--listen",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .args(["--sip-port", "0", "--min-expires", "5", "--realm", realm])
+        .args([
+            "--user",
+            "alice:Alice-pw1",
+            "--user",
+            "bob:Bob-pw2",
+            "--user",
+            "carol:Carol-pw3",
+        ]);
+        let mut process = Background::spawn(&mut cmd);
+        let line = process.wait_line("listening ", Duration::from_secs(20));
+        let port = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("sip="))
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no sip= in {line:?}"));
+        Serve { process, port }
+    }
+
+    pub fn registrar(&self, transport: &str) -> String {
+        format!("sip:127.0.0.1:{};transport={transport}", self.port)
+    }
+}
