@@ -383,7 +383,8 @@ fn call_through(registrar_of_caller: &str, registrar_of_callee: &str, kam: Optio
 }
 
 /// As [`call_through`], with more flags for the callee (e.g. its codecs).
-/// `pair_type`: the candidate type both ends must select (`host`, `relay`).
+/// `pair_type`: the candidate type both ends must select (`host`, `relay`),
+/// with the caller's way to its TURN server after a slash (`relay/tcp`).
 fn call_with(
     registrar_of_caller: &str,
     registrar_of_callee: &str,
@@ -392,6 +393,7 @@ fn call_with(
     caller_flags: &[&str],
     pair_type: &str,
 ) {
+    let (pair_type, relay_transport) = pair_type.split_once('/').unwrap_or((pair_type, "udp"));
     // Tests run in parallel in one process: each call its own folder.
     static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -538,7 +540,7 @@ fn call_with(
             onset / 48
         );
     }
-    check_report(&dir.join("report.json"), &ours, pair_type);
+    check_report(&dir.join("report.json"), &ours, pair_type, relay_transport);
     let _ = std::fs::remove_dir_all(dir);
     if let Some(kam) = kam {
         assert!(
@@ -549,11 +551,17 @@ fn call_with(
 }
 
 /// The call report's stable keys hold what the call did.
-fn check_report(path: &Path, pair: &(String, String), pair_type: &str) {
+fn check_report(path: &Path, pair: &(String, String), pair_type: &str, relay_transport: &str) {
     let text = std::fs::read_to_string(path).expect("the report was written");
     let r: serde_json::Value = serde_json::from_str(&text).expect("the report is JSON");
     let sel = &r["ice"]["selected_pair"];
     assert_eq!(sel["local"]["type"], pair_type, "{text}");
+    if pair_type == "relay" {
+        assert_eq!(
+            sel["local"]["relay"]["transport"], relay_transport,
+            "{text}"
+        );
+    }
     assert_eq!(sel["remote"]["type"], pair_type, "{text}");
     assert_eq!(
         format!("{pair_type} {}", sel["local"]["address"].as_str().unwrap()),
@@ -813,10 +821,22 @@ fn register_and_call_over_tls_through_icephone_serve() {
         "0",
     ])
     .args(["--sip-port", "0", "--sip-tls-port", "0", "--realm", REALM])
-    .args(["--tls-cert", &cert, "--tls-key", &key])
+    .args([
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--allow-loopback-peers",
+    ])
     .args(["--user", "alice:Alice-pw1", "--user", "bob:Bob-pw2"]);
     let mut serve = Background::spawn(&mut cmd);
     let line = serve.wait_line("listening ", Duration::from_secs(20));
+    let turns_port = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("tls="))
+        .and_then(|a| a.rsplit(':').next())
+        .unwrap_or_else(|| panic!("no tls= in {line:?}"))
+        .to_owned();
     let port: u16 = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("sips="))
@@ -832,6 +852,9 @@ fn register_and_call_over_tls_through_icephone_serve() {
     ));
     let registered = bob.wait_line("registered ", Duration::from_secs(10));
     assert!(registered.contains(";transport=tls"), "{registered}");
+    // Signalling over TLS, and alice's media relayed by serve's TURN,
+    // reached over TLS too (turns:, verified against the same CA).
+    let report = certs.join("report.json");
     let (out, _) = icephone(
         &[
             "call",
@@ -845,7 +868,19 @@ fn register_and_call_over_tls_through_icephone_serve() {
             "--ca",
             &ca,
             "--hangup-after",
-            "0.5",
+            "1",
+            "--turn",
+            &format!("turns:127.0.0.1:{turns_port}"),
+            "--turn-user",
+            "alice",
+            "--turn-password",
+            "Alice-pw1",
+            "--ice-policy",
+            "relay",
+            "--mic",
+            "tone:440",
+            "--report",
+            report.to_str().unwrap(),
         ],
         Duration::from_secs(30),
     );
@@ -856,6 +891,12 @@ fn register_and_call_over_tls_through_icephone_serve() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("answered after"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let local = &r["ice"]["selected_pair"]["local"];
+    assert_eq!(local["type"], "relay", "{r}");
+    assert_eq!(local["relay"]["transport"], "tls", "{r}");
+    assert!(r["rtp"]["packets_received"].as_u64().unwrap() >= 25, "{r}");
     bob.wait_line(
         "call 1 ended: the other side hung up",
         Duration::from_secs(5),
@@ -941,18 +982,10 @@ fn register_takes_its_account_from_a_config_file() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A symmetric-NAT-proof call: both ends offer relayed candidates only
-/// (`--ice-policy relay`), so ICE, RTP and RTCP all go through a TURN
-/// server — coturn, while `icephone serve` is the SIP proxy.
-#[test]
-fn a_relay_only_call_goes_through_coturn() {
-    let Some(turnserver) = require("turnserver", "relay_call") else {
-        return;
-    };
-    let serve = Serve::start(REALM);
+/// coturn on loopback with one long-term user, `relay:Relay-pw9`; its UDP
+/// and TCP port.
+fn start_coturn(turnserver: &Path, dir: &Path) -> (Background, u16) {
     let turn_port = free_udp_and_tcp_port();
-    let dir = std::env::temp_dir().join(format!("icephone-relay-call-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = Command::new(turnserver);
     cmd.args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
         .arg(format!("--listening-port={turn_port}"))
@@ -967,31 +1000,73 @@ fn a_relay_only_call_goes_through_coturn() {
             "--no-dtls",
             "--no-cli",
             "--no-stdout-log",
+            // One file with the name given, no date appended.
+            "--simple-log",
         ])
         .arg(format!("--log-file={}", dir.join("coturn.log").display()))
         .arg(format!("--pidfile={}", dir.join("coturn.pid").display()));
-    let _coturn = Background::spawn(&mut cmd);
+    let coturn = Background::spawn(&mut cmd);
     wait_for_stun(turn_port);
-    let turn = format!("turn:127.0.0.1:{turn_port}");
-    let relay: &[&str] = &[
-        "--turn",
-        &turn,
-        "--turn-user",
-        "relay",
-        "--turn-password",
-        "Relay-pw9",
-        "--ice-policy",
-        "relay",
-    ];
+    (coturn, turn_port)
+}
+
+/// A relay-only call (`--ice-policy relay`): both ends offer relayed
+/// candidates only, so ICE, RTP and RTCP all go through coturn, while
+/// `icephone serve` is the SIP proxy. `caller_turn_query` picks how the
+/// caller reaches coturn (`""` UDP, `"?transport=tcp"` TCP); the callee
+/// uses UDP.
+fn relay_only_call_through_coturn(test: &str, caller_turn_query: &str) {
+    let Some(turnserver) = require("turnserver", test) else {
+        return;
+    };
+    let serve = Serve::start(REALM);
+    let dir = std::env::temp_dir().join(format!("icephone-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_coturn, turn_port) = start_coturn(&turnserver, &dir);
+    let relay_flags = |url: String| -> Vec<String> {
+        [
+            "--turn",
+            &url,
+            "--turn-user",
+            "relay",
+            "--turn-password",
+            "Relay-pw9",
+            "--ice-policy",
+            "relay",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let callee = relay_flags(format!("turn:127.0.0.1:{turn_port}"));
+    let caller = relay_flags(format!("turn:127.0.0.1:{turn_port}{caller_turn_query}"));
+    let callee: Vec<&str> = callee.iter().map(String::as_str).collect();
+    let caller: Vec<&str> = caller.iter().map(String::as_str).collect();
+    let transport = if caller_turn_query.is_empty() {
+        "relay/udp"
+    } else {
+        "relay/tcp"
+    };
     call_with(
         &serve.registrar("udp"),
         &serve.registrar("udp"),
         None,
-        relay,
-        relay,
-        "relay",
+        &callee,
+        &caller,
+        transport,
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_relay_only_call_goes_through_coturn() {
+    relay_only_call_through_coturn("relay_call", "");
+}
+
+/// What gets a call out of a network that lets only TCP out: the caller
+/// allocates over TCP (RFC 8656 §3.1); ChannelData rides the stream.
+#[test]
+fn a_relay_only_call_reaches_coturn_over_tcp() {
+    relay_only_call_through_coturn("relay_call_tcp", "?transport=tcp");
 }
 
 /// Polls a STUN server with Binding requests until it answers (bounded).

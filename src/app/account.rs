@@ -41,8 +41,8 @@ pub struct AccountArgs {
     /// Local SIP port (UDP and TCP); 0 picks a free one [default: 0].
     #[arg(long)]
     pub sip_port: Option<u16>,
-    /// For SIP over TLS: trust the CA certificates in this PEM file besides
-    /// the system's.
+    /// For SIP over TLS and turns: servers: trust the CA certificates in
+    /// this PEM file besides the system's.
     #[arg(long, value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
 }

@@ -29,8 +29,8 @@ pub struct MediaFlags {
     /// (repeatable).
     #[arg(long, value_name = "URL")]
     pub stun: Vec<String>,
-    /// TURN server for relayed candidates: turn:HOST[:PORT] (repeatable;
-    /// UDP to the server).
+    /// TURN server for relayed candidates: turn:HOST[:PORT], with
+    /// ?transport=tcp over TCP, turns:HOST[:PORT] over TLS (repeatable).
     #[arg(long, value_name = "URL")]
     pub turn: Vec<String>,
     /// TURN user name (long-term credentials).
@@ -58,28 +58,32 @@ pub struct MediaFlags {
 }
 
 impl MediaFlags {
-    /// The STUN servers, resolved; a bad one is an error naming it.
-    pub async fn ice_options(&self) -> Result<MediaOptions, String> {
+    /// The STUN and TURN servers, resolved; a bad one is an error naming
+    /// it. `ca`: extra trust for `turns:` servers.
+    pub async fn ice_options(&self, ca: Option<&std::path::Path>) -> Result<MediaOptions, String> {
         let mut options = MediaOptions {
             relay_only: self.ice_policy == "relay",
             ..MediaOptions::default()
         };
         for url in &self.turn {
             let server = parse_turn_server(url).map_err(|e| format!("--turn {url}: {e}"))?;
-            if server.transport != crate::turn::TurnTransport::Udp {
-                return Err(format!(
-                    "--turn {url}: calls reach TURN over UDP only for now"
-                ));
-            }
+            let tls = match server.transport {
+                crate::turn::TurnTransport::Tls => Some(crate::net::tls::TlsClient {
+                    config: crate::net::tls::client_config(ca).map_err(|e| format!("--ca: {e}"))?,
+                    server_name: crate::net::tls::server_name(&server.name.host)
+                        .map_err(|e| format!("--turn {url}: {e}"))?,
+                }),
+                _ => None,
+            };
             let addr = resolve(&server.name)
                 .await
                 .map_err(|e| format!("--turn {url}: {e}"))?;
             let (Some(user), Some(password)) = (&self.turn_user, &self.turn_password) else {
                 return Err("--turn needs --turn-user and --turn-password".into());
             };
-            options
-                .turn
-                .push(crate::turn::TurnClientConfig::new(addr, user, password));
+            let mut config = crate::turn::TurnClientConfig::new(addr, user, password);
+            config.transport = server.transport;
+            options.turn.push(crate::net::RelayServer { config, tls });
         }
         if options.relay_only && options.turn.is_empty() {
             return Err("--ice-policy relay needs a --turn server".into());
@@ -188,7 +192,7 @@ pub async fn run(args: CallArgs) -> ExitCode {
         }
     };
     let mut audio_io = Some((source, sink));
-    let options = match args.audio.ice_options().await {
+    let options = match args.audio.ice_options(args.account.ca.as_deref()).await {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");
@@ -378,12 +382,7 @@ pub async fn run(args: CallArgs) -> ExitCode {
         None => None,
     };
     if let Some(path) = &args.report {
-        report.set_ice(
-            media.local_candidates(),
-            media.remote_candidates(),
-            media.checked_pairs(),
-            selected.as_ref(),
-        );
+        report.set_ice(&media, selected.as_ref());
         let rtt = selected.as_ref().and_then(|s| {
             media
                 .checked_pairs()

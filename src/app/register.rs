@@ -42,7 +42,7 @@ pub struct Session {
 }
 
 pub async fn run(args: RegisterArgs) -> ExitCode {
-    let options = match args.audio.ice_options().await {
+    let options = match args.audio.ice_options(args.account.ca.as_deref()).await {
         Ok(o) => o,
         Err(e) => {
             eprintln!("error: {e}");

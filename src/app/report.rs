@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use crate::call::audio::AudioReport;
 use crate::call::media::{CheckedPair, SelectedPair};
+use crate::call::CallMedia;
 use crate::ice::Candidate;
+use crate::net::RelayInfo;
 use crate::rtp::{estimate, CodecImpairment, QualityInput};
 
 #[derive(Serialize, Default)]
@@ -59,16 +61,33 @@ pub struct CandidateReport {
     pub protocol: &'static str,
     pub priority: u32,
     pub component: u16,
+    /// For our relayed candidates: the TURN server and how we reach it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relay: Option<RelayReport>,
 }
 
-impl From<&Candidate> for CandidateReport {
-    fn from(c: &Candidate) -> Self {
+#[derive(Serialize, Clone)]
+pub struct RelayReport {
+    pub server: String,
+    /// `udp`, `tcp` or `tls`: between us and the TURN server.
+    pub transport: &'static str,
+}
+
+impl CandidateReport {
+    fn new(c: &Candidate, relays: &[RelayInfo]) -> Self {
         CandidateReport {
             kind: c.kind.to_string(),
             address: c.address.to_string(),
             protocol: "udp",
             priority: c.priority,
             component: c.component,
+            relay: relays
+                .iter()
+                .find(|r| r.relayed == c.address)
+                .map(|r| RelayReport {
+                    server: r.server.to_string(),
+                    transport: r.transport.as_str(),
+                }),
         }
     }
 }
@@ -152,20 +171,17 @@ impl CallReport {
         });
     }
 
-    pub fn set_ice(
-        &mut self,
-        local: &[Candidate],
-        remote: &[Candidate],
-        pairs: &[CheckedPair],
-        selected: Option<&SelectedPair>,
-    ) {
+    pub fn set_ice(&mut self, media: &CallMedia, selected: Option<&SelectedPair>) {
+        let relays = media.relays();
+        let ours = |c: &Candidate| CandidateReport::new(c, &relays);
+        let theirs = |c: &Candidate| CandidateReport::new(c, &[]);
         self.ice = IceReport {
-            local_candidates: local.iter().map(Into::into).collect(),
-            remote_candidates: remote.iter().map(Into::into).collect(),
-            pairs: pairs.iter().map(Into::into).collect(),
+            local_candidates: media.local_candidates().iter().map(ours).collect(),
+            remote_candidates: media.remote_candidates().iter().map(theirs).collect(),
+            pairs: media.checked_pairs().iter().map(Into::into).collect(),
             selected_pair: selected.map(|s| SelectedReport {
-                local: (&s.local).into(),
-                remote: (&s.remote).into(),
+                local: ours(&s.local),
+                remote: theirs(&s.remote),
             }),
         };
     }

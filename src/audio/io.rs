@@ -144,7 +144,9 @@ impl Sink {
         match spec {
             "null" => Ok(Sink::Null),
             "default" if !super::device::has_default(false) => {
-                tracing::warn!("no sound device: what the far end says is not played (--speaker chooses one)");
+                tracing::warn!(
+                    "no sound device: what the far end says is not played (--speaker chooses one)"
+                );
                 Ok(Sink::Null)
             }
             name if names_device(name) => {

@@ -15,12 +15,11 @@ use crate::audio::io::{Sink, Source};
 use crate::ice::{
     Candidate, ConnectionState, IceAgent, IceConfig, IceCredentials, IceEvent, PairState,
 };
-use crate::net::{bind_sockets, spawn_session_with_relays, IceCommand, IceSession};
+use crate::net::{bind_sockets, spawn_session_with_relays, IceCommand, IceSession, RelayServer};
 use crate::sdp::{
     self, CodecName, Direction, IceDescription, LocalMedia, Negotiated, SdpError,
     SessionDescription,
 };
-use crate::turn::TurnClientConfig;
 
 /// How long gathering may hold up an offer or answer.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,8 +44,8 @@ pub struct MediaOptions {
     pub stun: Vec<SocketAddr>,
     /// Voice codecs in order of preference; empty: Opus, PCMU, PCMA.
     pub codecs: Vec<CodecName>,
-    /// TURN servers (UDP) for relayed candidates.
-    pub turn: Vec<TurnClientConfig>,
+    /// TURN servers for relayed candidates (UDP, TCP or TLS to the server).
+    pub turn: Vec<RelayServer>,
     /// `--ice-policy relay`: offer and check relayed candidates only.
     pub relay_only: bool,
 }
@@ -110,6 +109,7 @@ impl CallMedia {
         }
         let mut session =
             spawn_session_with_relays(agent, sockets, options.turn.clone(), options.relay_only)
+                .await
                 .map_err(|e| MediaError::Socket(e.to_string()))?;
         let candidates = gather(&mut session).await;
         let default = default_candidate(&candidates)
@@ -373,6 +373,15 @@ impl CallMedia {
     }
 
     /// Our candidates, as offered or answered.
+    /// The TURN allocations behind our relayed candidates.
+    pub fn relays(&self) -> Vec<crate::net::RelayInfo> {
+        self.session
+            .relays
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
     pub fn local_candidates(&self) -> &[Candidate] {
         self.local.ice.as_ref().map_or(&[], |i| &i.candidates)
     }

@@ -24,7 +24,28 @@ use rand::SeedableRng;
 
 use crate::ice::{Candidate, IceAgent, IceCredentials, IceEvent};
 use crate::ice::{IceTransport, Received as IceReceived};
-use crate::turn::TurnClientConfig;
+use crate::turn::{TurnClientConfig, TurnTransport};
+use tls::TlsClient;
+use turn_link::TurnLink;
+
+/// A TURN server a call allocates on: over UDP from the media socket
+/// itself, or over a TCP or TLS connection of its own per component
+/// (RFC 8656 §3.1: what gets a call out of a network that lets only TCP
+/// out).
+#[derive(Clone, Debug)]
+pub struct RelayServer {
+    pub config: TurnClientConfig,
+    /// For `turns:`: the name the certificate must carry, and the trust.
+    pub tls: Option<TlsClient>,
+}
+
+/// Where a transmit leaves from: a media socket, or a TURN connection's
+/// writer (whose local address stands for it as the relay's base).
+#[derive(Clone)]
+enum Outlet {
+    Udp(Arc<UdpSocket>),
+    Stream(mpsc::UnboundedSender<Vec<u8>>),
+}
 
 /// What a datagram's first byte says it is (RFC 7983 §7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +96,18 @@ pub struct MediaPacket {
 /// 20 ms packets, RTP and RTCP).
 const MEDIA_QUEUE: usize = 128;
 
+/// A relayed candidate and the TURN server (and how we reach it) behind it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelayInfo {
+    pub relayed: SocketAddr,
+    pub server: SocketAddr,
+    pub transport: TurnTransport,
+}
+
 /// A handle on an ICE session running on its own task.
 pub struct IceSession {
+    /// The allocations made so far, for reports and the phone's display.
+    pub relays: Arc<std::sync::Mutex<Vec<RelayInfo>>>,
     pub commands: mpsc::UnboundedSender<IceCommand>,
     pub events: mpsc::UnboundedReceiver<IceEvent>,
     /// Media from the peer, RFC 7983-demultiplexed from the ICE socket.
@@ -112,68 +143,202 @@ pub fn spawn_session(
     agent: IceAgent,
     sockets: Vec<(u16, Arc<UdpSocket>)>,
 ) -> io::Result<IceSession> {
-    spawn_session_with_relays(agent, sockets, Vec::new(), false)
+    Ok(start_session(agent, sockets, Vec::new(), false))
 }
 
-/// As [`spawn_session`], with a TURN relay (over UDP, from the same socket
-/// as the media, RFC 8656 §3) for every component of every socket per
-/// server in `turn`; their relayed candidates join the agent's. With
-/// `relay_only` the sockets are not host candidates (so not server-
-/// reflexive ones either): the relayed candidates are all the peer learns
-/// and all the checks use.
-pub fn spawn_session_with_relays(
-    mut agent: IceAgent,
+/// As [`spawn_session`], with a TURN relay for every component per server
+/// in `turn` — over UDP from the same socket as the media (RFC 8656 §3),
+/// or over a TCP/TLS connection made here; their relayed candidates join
+/// the agent's. With `relay_only` the sockets are not host candidates (so
+/// not server-reflexive ones either): the relayed candidates are all the
+/// peer learns and all the checks use. A TCP server that cannot be reached
+/// is an error naming it.
+pub async fn spawn_session_with_relays(
+    agent: IceAgent,
     sockets: Vec<(u16, Arc<UdpSocket>)>,
-    turn: Vec<TurnClientConfig>,
+    turn: Vec<RelayServer>,
     relay_only: bool,
 ) -> io::Result<IceSession> {
-    let mut bound = Vec::new();
+    let mut relays = Vec::new();
+    let components: Vec<u16> = sockets.iter().map(|(c, _)| *c).collect();
+    for server in turn {
+        if server.config.transport == TurnTransport::Udp {
+            relays.push((server, None));
+            continue;
+        }
+        for component in &components {
+            let link = connect_stream(&server, &sockets).await?;
+            relays.push((server.clone(), Some((*component, link))));
+        }
+    }
+    Ok(start_session(agent, sockets, relays, relay_only))
+}
+
+/// A TCP or TLS connection to a TURN server whose local address is no
+/// media socket's (the driver routes by local address).
+async fn connect_stream(
+    server: &RelayServer,
+    sockets: &[(u16, Arc<UdpSocket>)],
+) -> io::Result<TurnLink> {
+    let addr = server.config.server;
+    let transport = server.config.transport;
+    for _ in 0..3 {
+        let link = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            TurnLink::connect(addr, transport, server.tls.as_ref()),
+        )
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "TURN server {addr} over {}: no connection within 5 s",
+                    transport.as_str()
+                ),
+            )
+        })?
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("TURN server {addr} over {}: {e}", transport.as_str()),
+            )
+        })?;
+        let local = link.local_addr()?;
+        if sockets
+            .iter()
+            .all(|(_, s)| s.local_addr().ok() != Some(local))
+        {
+            return Ok(link);
+        }
+    }
+    Err(io::Error::other(
+        "no TCP port distinct from the media sockets",
+    ))
+}
+
+type StreamRelay = (RelayServer, Option<(u16, TurnLink)>);
+
+fn start_session(
+    mut agent: IceAgent,
+    sockets: Vec<(u16, Arc<UdpSocket>)>,
+    relays: Vec<StreamRelay>,
+    relay_only: bool,
+) -> IceSession {
+    let mut outlets: Vec<(SocketAddr, Outlet)> = Vec::new();
+    let mut udp = Vec::new();
     for (component, socket) in &sockets {
-        let local = socket.local_addr()?;
+        let Ok(local) = socket.local_addr() else {
+            continue;
+        };
         if !relay_only {
             agent.add_host_candidate(*component, local);
         }
-        bound.push((local, socket.clone()));
+        outlets.push((local, Outlet::Udp(socket.clone())));
+        udp.push((*component, local));
     }
+    let (rx_tx, rx) = mpsc::channel::<Received>(1024);
+    let mut readers: Vec<_> = outlets
+        .iter()
+        .filter_map(|(local, o)| match o {
+            Outlet::Udp(socket) => Some(tokio::spawn(read_socket(
+                *local,
+                socket.clone(),
+                rx_tx.clone(),
+            ))),
+            Outlet::Stream(_) => None,
+        })
+        .collect();
     let now = Instant::now();
     let mut transport = IceTransport::new(agent, now);
-    for config in turn {
-        for (component, socket) in &sockets {
-            let base = socket.local_addr()?;
-            if base.is_ipv4() == config.server.is_ipv4() {
-                let rng = Box::new(rand::rngs::StdRng::from_os_rng());
-                transport.add_turn_server(now, *component, base, config.clone(), rng);
+    for (server, stream) in relays {
+        let config = server.config;
+        let rng = || Box::new(rand::rngs::StdRng::from_os_rng());
+        match stream {
+            None => {
+                for (component, base) in &udp {
+                    if base.is_ipv4() == config.server.is_ipv4() {
+                        transport.add_turn_server(now, *component, *base, config.clone(), rng());
+                    }
+                }
+            }
+            Some((component, link)) => {
+                let Ok(local) = link.local_addr() else {
+                    continue;
+                };
+                let (tx, outgoing) = mpsc::unbounded_channel();
+                outlets.push((local, Outlet::Stream(tx)));
+                readers.push(tokio::spawn(run_stream(
+                    link,
+                    local,
+                    config.server,
+                    outgoing,
+                    rx_tx.clone(),
+                )));
+                transport.add_turn_server(now, component, local, config, rng());
             }
         }
     }
-    let (rx_tx, rx) = mpsc::channel::<Received>(1024);
-    let readers: Vec<_> = bound
-        .iter()
-        .map(|(local, socket)| tokio::spawn(read_socket(*local, socket.clone(), rx_tx.clone())))
-        .collect();
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
     let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
     let local_credentials = transport.local_credentials().clone();
+    let relays = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let channels = Channels {
+        events: ev_tx,
+        media: media_tx,
+        relays: relays.clone(),
+    };
     let task = tokio::spawn(async move {
-        let channels = Channels {
-            events: ev_tx,
-            media: media_tx,
-        };
-        let agent = run_agent(transport, bound, rx, cmd_rx, channels).await;
+        let agent = run_agent(transport, outlets, rx, cmd_rx, channels).await;
         // Readers would otherwise wait on their sockets until the next datagram.
         for r in readers {
             r.abort();
         }
         agent
     });
-    Ok(IceSession {
+    IceSession {
+        relays,
         commands: cmd_tx,
         events: ev_rx,
         media: media_rx,
         local_credentials,
         task,
-    })
+    }
+}
+
+/// One TURN connection: framed messages from the server go to the driver
+/// as if they were datagrams to `local`; the driver's bytes go out.
+async fn run_stream(
+    mut link: TurnLink,
+    local: SocketAddr,
+    server: SocketAddr,
+    mut outgoing: mpsc::UnboundedReceiver<Vec<u8>>,
+    incoming: mpsc::Sender<Received>,
+) {
+    let mut buf = Vec::new();
+    loop {
+        tokio::select! {
+            r = link.recv(&mut buf) => match r {
+                Ok(()) => {
+                    let packet = Received { source: server, destination: local, data: std::mem::take(&mut buf) };
+                    if incoming.send(packet).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%server, error = %e, "TURN connection lost");
+                    return;
+                }
+            },
+            bytes = outgoing.recv() => {
+                let Some(bytes) = bytes else { return };
+                if let Err(e) = link.send(&bytes).await {
+                    tracing::warn!(%server, error = %e, "TURN connection lost");
+                    return;
+                }
+            }
+        }
+    }
 }
 
 async fn read_socket(local: SocketAddr, socket: Arc<UdpSocket>, out: mpsc::Sender<Received>) {
@@ -205,19 +370,19 @@ async fn read_socket(local: SocketAddr, socket: Arc<UdpSocket>, out: mpsc::Sende
 struct Channels {
     events: mpsc::UnboundedSender<IceEvent>,
     media: mpsc::Sender<MediaPacket>,
+    relays: Arc<std::sync::Mutex<Vec<RelayInfo>>>,
 }
 
 async fn run_agent(
     mut ice: IceTransport,
-    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    sockets: Vec<(SocketAddr, Outlet)>,
     mut received: mpsc::Receiver<Received>,
     mut commands: mpsc::UnboundedReceiver<IceCommand>,
     channels: Channels,
 ) -> IceAgent {
-    let events = &channels.events;
     kick(&mut ice);
     loop {
-        flush(&mut ice, &sockets, events).await;
+        flush(&mut ice, &sockets, &channels).await;
         let next = ice.poll_timeout();
         tracing::trace!(in_ms = ?next.map(|t| t.saturating_duration_since(Instant::now())), "driver waits");
         let sleep = match next {
@@ -228,7 +393,7 @@ async fn run_agent(
             Some(p) = received.recv() => on_datagram(&mut ice, p, &channels.media),
             () = sleep => ice.handle_timeout(Instant::now()),
             cmd = commands.recv() => match cmd {
-                None | Some(IceCommand::Shutdown) => return release(ice, &sockets, &mut received, events).await,
+                None | Some(IceCommand::Shutdown) => return release(ice, &sockets, &mut received, &channels).await,
                 Some(IceCommand::SendMedia { component, data }) => {
                     if let Err(e) = ice.send_media(Instant::now(), component, &data) {
                         tracing::trace!(error = %e, "media not sent");
@@ -244,14 +409,14 @@ async fn run_agent(
 /// waiting at most 2 s for the servers, then hands back the agent.
 async fn release(
     mut ice: IceTransport,
-    sockets: &[(SocketAddr, Arc<UdpSocket>)],
+    sockets: &[(SocketAddr, Outlet)],
     received: &mut mpsc::Receiver<Received>,
-    events: &mpsc::UnboundedSender<IceEvent>,
+    channels: &Channels,
 ) -> IceAgent {
     ice.release(Instant::now());
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
     while !ice.released() {
-        flush(&mut ice, sockets, events).await;
+        flush(&mut ice, sockets, channels).await;
         let wake = ice
             .poll_timeout()
             .map(tokio::time::Instant::from_std)
@@ -269,7 +434,7 @@ async fn release(
             }
         }
     }
-    flush(&mut ice, sockets, events).await;
+    flush(&mut ice, sockets, channels).await;
     ice.into_agent()
 }
 
@@ -329,26 +494,39 @@ fn kick(ice: &mut IceTransport) {
     ice.handle_timeout(now);
 }
 
-async fn flush(
-    ice: &mut IceTransport,
-    sockets: &[(SocketAddr, Arc<UdpSocket>)],
-    events: &mpsc::UnboundedSender<IceEvent>,
-) {
+async fn flush(ice: &mut IceTransport, sockets: &[(SocketAddr, Outlet)], channels: &Channels) {
     while let Some(t) = ice.poll_transmit() {
         match sockets.iter().find(|(local, _)| *local == t.source) {
-            Some((_, socket)) => {
+            Some((_, Outlet::Udp(socket))) => {
                 if let Err(e) = socket.send_to(&t.contents, t.destination).await {
                     tracing::debug!(destination = %t.destination, error = %e, "send failed");
+                }
+            }
+            Some((_, Outlet::Stream(writer))) => {
+                if writer.send(t.contents).is_err() {
+                    tracing::debug!(destination = %t.destination, "TURN connection closed");
                 }
             }
             None => tracing::debug!(source = %t.source, "no socket for transmit source"),
         }
     }
     while let Some(e) = ice.poll_event() {
-        let _ = events.send(e);
+        let _ = channels.events.send(e);
     }
     while let Some(r) = ice.poll_relay_event() {
         tracing::info!(relay = r.relay, server = %r.server, event = ?r.event, "TURN");
+        if let crate::turn::TurnEvent::Allocated { relayed, .. } = r.event {
+            let transport = ice
+                .relay(r.relay)
+                .map_or(TurnTransport::Udp, |c| c.config().transport);
+            if let Ok(mut list) = channels.relays.lock() {
+                list.push(RelayInfo {
+                    relayed,
+                    server: r.server,
+                    transport,
+                });
+            }
+        }
     }
 }
 
