@@ -402,12 +402,15 @@ fn call_with(
     let alice_hears = dir.join("alice.wav");
     let bob_hears = dir.join("bob.wav");
     let bob_speaker = format!("file:{}", bob_hears.display());
+    let bob_report = dir.join("bob-{call}.json").display().to_string();
     let mut flags = vec![
         "--auto-answer",
         "--mic",
         "tone:880",
         "--speaker",
         &bob_speaker,
+        "--report",
+        &bob_report,
     ];
     flags.extend_from_slice(callee_flags);
     let mut bob = Background::spawn(&mut register_cmd(
@@ -541,6 +544,34 @@ fn call_with(
         );
     }
     check_report(&dir.join("report.json"), &ours, pair_type, relay_transport);
+    // The callee's report of the same call: the same pair, seen from there.
+    let text = std::fs::read_to_string(dir.join("bob-1.json")).expect("bob's report");
+    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let sel = &r["ice"]["selected_pair"];
+    let seen = (
+        format!(
+            "{} {}",
+            sel["remote"]["type"].as_str().unwrap(),
+            sel["remote"]["address"].as_str().unwrap()
+        ),
+        format!(
+            "{} {}",
+            sel["local"]["type"].as_str().unwrap(),
+            sel["local"]["address"].as_str().unwrap()
+        ),
+    );
+    assert_eq!(seen, ours, "{text}");
+    assert!(
+        r["rtp"]["packets_received"].as_u64().unwrap() >= 50,
+        "{text}"
+    );
+    let steps: Vec<&str> = r["sip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["INVITE", "180 Ringing", "200 OK", "BYE"], "{text}");
     let _ = std::fs::remove_dir_all(dir);
     if let Some(kam) = kam {
         assert!(

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::account::{parse_sip_uri, AccountArgs};
 use super::register::{describe, describe_pair, finish, start};
-use super::report::{CallInfo, CallReport, Moments};
+use super::report::{finish_report, CallInfo, CallReport, Moments};
 use super::server_addr::{parse_stun_server, parse_turn_server, resolve};
 use crate::audio::io::{Sink, Source};
 use crate::call::audio::AudioReport;
@@ -168,6 +168,7 @@ pub struct CallArgs {
 }
 
 pub async fn run(args: CallArgs) -> ExitCode {
+    let stop = crate::net::shutdown_signal();
     let to = match args.to.trim() {
         t if t.starts_with("sip:") => parse_sip_uri(t, "to"),
         t => parse_sip_uri(&format!("sip:{t}"), "to"),
@@ -246,7 +247,6 @@ pub async fn run(args: CallArgs) -> ExitCode {
         eprintln!("error: the SIP user agent stopped");
         return ExitCode::from(2);
     };
-    let stop = crate::net::shutdown_signal();
     tokio::pin!(stop);
     let mut hangup_at: Option<tokio::time::Instant> = None;
     // Re-INVITEs still to send, soonest first.
@@ -382,19 +382,12 @@ pub async fn run(args: CallArgs) -> ExitCode {
         None => None,
     };
     if let Some(path) = &args.report {
-        report.set_ice(&media, selected.as_ref());
-        let rtt = selected.as_ref().and_then(|s| {
-            media
-                .checked_pairs()
-                .iter()
-                .find(|p| p.local == s.local.base && p.remote == s.remote.address)
-                .and_then(|p| p.rtt)
-        });
-        report.finish(
+        finish_report(
+            &mut report,
             &moments,
+            &media,
+            selected.as_ref(),
             audio_report.as_ref(),
-            rtt,
-            Duration::from_millis(40),
         );
         match report.write(path) {
             Ok(()) => println!("report written to {}", path.display()),

@@ -99,6 +99,10 @@ pub enum Command {
         auto_answer: bool,
         #[command(flatten)]
         audio: super::call::MediaFlags,
+        /// Write a JSON report of each answered call here (`{call}` in the
+        /// path becomes the call's number; without it the last call wins).
+        #[arg(long, value_name = "PATH.json")]
+        report: Option<std::path::PathBuf>,
     },
     /// Register, call a SIP URI, stay in the call, hang up, unregister.
     Call {
@@ -441,12 +445,14 @@ pub fn run() -> ExitCode {
                 timeout,
                 auto_answer,
                 audio,
+                report,
             } => {
                 super::register::run(super::register::RegisterArgs {
                     account,
                     timeout: Duration::from_secs(timeout),
                     auto_answer,
                     audio,
+                    report,
                 })
                 .await
             }

@@ -17,6 +17,7 @@ use crate::net::sip_ua::{spawn_user_agent, UaCommand, UaHandle};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::report::{finish_report, CallInfo, CallReport, Moments};
 use crate::call::media::SelectedPair;
 use crate::call::{CallMedia, MediaOptions};
 use crate::sip::calls::{CallEnd, CallHandle};
@@ -31,6 +32,8 @@ pub struct RegisterArgs {
     /// Answer incoming calls (180, then 200).
     pub auto_answer: bool,
     pub audio: MediaFlags,
+    /// A JSON report per answered call; `{call}` becomes its number.
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// A registered account with its user agent running.
@@ -42,6 +45,12 @@ pub struct Session {
 }
 
 pub async fn run(args: RegisterArgs) -> ExitCode {
+    let stop = crate::net::shutdown_signal();
+    // Bad audio flags fail at once, not at the first call.
+    if let Err(e) = args.audio.check().await {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let options = match args.audio.ice_options(args.account.ca.as_deref()).await {
         Ok(o) => o,
         Err(e) => {
@@ -56,13 +65,8 @@ pub async fn run(args: RegisterArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Bad audio flags fail at once, not at the first call.
-    if let Err(e) = args.audio.check().await {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
     session.options = options;
-    serve_until_signal(session, args.auto_answer, args.audio).await
+    serve_until_signal(session, stop, args.auto_answer, args.audio, args.report).await
 }
 
 /// Resolves the account, binds its SIP ports, registers, and waits (at
@@ -124,10 +128,11 @@ pub async fn start(args: &AccountArgs, timeout: Duration) -> Result<Session, Str
 
 async fn serve_until_signal(
     mut session: Session,
+    stop: impl std::future::Future<Output = ()>,
     auto_answer: bool,
     audio: MediaFlags,
+    report: Option<std::path::PathBuf>,
 ) -> ExitCode {
-    let stop = crate::net::shutdown_signal();
     tokio::pin!(stop);
     // The media of each answered call lives in a task of its own, told to
     // end (and finish its speaker file) when the call does.
@@ -139,7 +144,13 @@ async fn serve_until_signal(
                 Some(UaEvent::IncomingCall { call, from, body }) if auto_answer => {
                     println!("incoming call {} from {from}: answering", call.0);
                     let commands = session.handle.commands.clone();
-                    let (ended, on_end) = watch::channel(false);
+                    let (ended, on_end) = watch::channel(None);
+                    let report = report.as_ref().map(|p| CallReportOut {
+                        path: p.to_string_lossy().replace("{call}", &call.0.to_string()).into(),
+                        from: from.to_string(),
+                        to: session.account.aor.to_string(),
+                        invited: Instant::now(),
+                    });
                     let (reoffer, reoffers) = mpsc::unbounded_channel();
                     let answering = AnswerCall {
                         commands,
@@ -150,6 +161,7 @@ async fn serve_until_signal(
                         audio: audio.clone(),
                         ended: on_end,
                         reoffers,
+                        report,
                     };
                     let task = tokio::spawn(answer_call(answering));
                     media.insert(call, CallTask { task, ended, reoffer });
@@ -169,7 +181,7 @@ async fn serve_until_signal(
                 Some(UaEvent::CallEnded { call, end }) => {
                     println!("call {} ended: {}", call.0, describe(&end));
                     if let Some(t) = media.remove(&call) {
-                        let _ = t.ended.send(true);
+                        let _ = t.ended.send(Some(end));
                         let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
                     }
                 }
@@ -182,7 +194,7 @@ async fn serve_until_signal(
         }
     }
     for (_, t) in media {
-        let _ = t.ended.send(true);
+        let _ = t.ended.send(Some(CallEnd::Local));
         let _ = tokio::time::timeout(Duration::from_secs(3), t.task).await;
     }
     finish(session).await
@@ -191,7 +203,7 @@ async fn serve_until_signal(
 /// An answered call's media task and how to reach it.
 struct CallTask {
     task: JoinHandle<()>,
-    ended: watch::Sender<bool>,
+    ended: watch::Sender<Option<CallEnd>>,
     /// The peer's re-offers (hold, resume).
     reoffer: mpsc::UnboundedSender<Vec<u8>>,
 }
@@ -204,9 +216,18 @@ struct AnswerCall {
     local_ip: IpAddr,
     options: MediaOptions,
     audio: MediaFlags,
-    /// Turns true when the call ends.
-    ended: watch::Receiver<bool>,
+    /// Says how the call ended, when it has.
+    ended: watch::Receiver<Option<CallEnd>>,
     reoffers: mpsc::UnboundedReceiver<Vec<u8>>,
+    report: Option<CallReportOut>,
+}
+
+/// Where an answered call's report goes, and what it starts from.
+struct CallReportOut {
+    path: std::path::PathBuf,
+    from: String,
+    to: String,
+    invited: Instant,
 }
 
 /// Answers one call: ICE on a socket of its own, our SDP answer in a 200
@@ -222,7 +243,27 @@ async fn answer_call(a: AnswerCall) {
         audio,
         mut ended,
         mut reoffers,
+        report,
     } = a;
+    let mut timeline = report.as_ref().map(|r| {
+        let moments = Moments {
+            invite: r.invited,
+            answer: None,
+            ice_connected: None,
+            audio_started: None,
+            ended: None,
+        };
+        let mut report = CallReport {
+            call: CallInfo {
+                from: r.from.clone(),
+                to: r.to.clone(),
+                ended: String::new(),
+            },
+            ..Default::default()
+        };
+        report.record(&moments, "INVITE", false);
+        (report, moments)
+    });
     // Sound devices take a second or two to start: open them while ICE
     // gathers and checks, not after.
     let opening = tokio::spawn(async move { audio.open().await });
@@ -260,13 +301,28 @@ async fn answer_call(a: AnswerCall) {
         code: 200,
         body: answer,
     });
+    if let Some((r, m)) = timeline.as_mut() {
+        r.record(m, "180 Ringing", true);
+        m.answer = Some(Instant::now());
+        r.record(m, "200 OK", true);
+    }
     let mut running = None;
+    let mut selected = None;
     tokio::select! {
         connected = media.connected(Duration::from_secs(15)) => match connected {
             Ok(pair) => {
                 println!("call {} {}", call.0, describe_pair(&pair));
+                if let Some((_, m)) = timeline.as_mut() {
+                    m.ice_connected = Some(Instant::now());
+                }
+                selected = Some(pair);
                 match opening.await {
-                    Ok(Ok((source, sink))) => running = media.start_audio(source, sink),
+                    Ok(Ok((source, sink))) => {
+                        running = media.start_audio(source, sink);
+                        if let Some((_, m)) = timeline.as_mut() {
+                            m.audio_started = Some(Instant::now());
+                        }
+                    }
                     Ok(Err(e)) => println!("call {}: no audio: {e}", call.0),
                     Err(e) => println!("call {}: no audio: {e}", call.0),
                 }
@@ -277,7 +333,7 @@ async fn answer_call(a: AnswerCall) {
     }
     // The socket, ICE (consent) and audio live until the call ends;
     // meanwhile re-offers (hold, resume) are answered.
-    while !*ended.borrow() {
+    while ended.borrow().is_none() {
         tokio::select! {
             changed = ended.changed() => if changed.is_err() { break },
             Some(offer) = reoffers.recv() => match media.reanswer(&offer).await {
@@ -298,8 +354,30 @@ async fn answer_call(a: AnswerCall) {
             },
         }
     }
-    if let Some(audio) = running {
-        println!("call {} {}", call.0, describe_audio(&audio.stop().await));
+    let audio = match running {
+        Some(audio) => {
+            let r = audio.stop().await;
+            println!("call {} {}", call.0, describe_audio(&r));
+            Some(r)
+        }
+        None => None,
+    };
+    if let (Some((mut r, mut m)), Some(out)) = (timeline, report) {
+        let end = ended.borrow().clone();
+        m.ended = Some(Instant::now());
+        if let Some(end) = end {
+            r.call.ended = describe(&end);
+            match end {
+                CallEnd::Remote => r.record(&m, "BYE", false),
+                CallEnd::Local => r.record(&m, "BYE", true),
+                _ => {}
+            }
+        }
+        finish_report(&mut r, &m, &media, selected.as_ref(), audio.as_ref());
+        match r.write(&out.path) {
+            Ok(()) => println!("call {} report written to {}", call.0, out.path.display()),
+            Err(e) => eprintln!("error: cannot write the report: {e}"),
+        }
     }
     media.shutdown().await;
 }

@@ -256,6 +256,27 @@ impl CallReport {
     }
 }
 
+/// ICE, timings, RTP figures and quality into `report`, from a call that
+/// has ended (either side of it). The selected pair's check RTT stands in
+/// until RTCP measured one.
+pub fn finish_report(
+    report: &mut CallReport,
+    moments: &Moments,
+    media: &CallMedia,
+    selected: Option<&SelectedPair>,
+    audio: Option<&AudioReport>,
+) {
+    report.set_ice(media, selected);
+    let rtt = selected.and_then(|s| {
+        media
+            .checked_pairs()
+            .iter()
+            .find(|p| p.local == s.local.base && p.remote == s.remote.address)
+            .and_then(|p| p.rtt)
+    });
+    report.finish(moments, audio, rtt, Duration::from_millis(40));
+}
+
 fn ms_f64(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e4).round() / 10.0
 }

@@ -104,15 +104,24 @@ fn names_device(spec: &str) -> bool {
 /// device (a speaker file is created, as the call would create it).
 /// `default` always does: without a device it is silence.
 pub fn check_specs(mic: &str, speaker: &str) -> Result<(), String> {
-    if names_device(mic) && mic != "default" {
-        super::device::check(mic, true).map_err(|e| format!("--mic: {e}"))?;
-    } else {
-        Source::parse(mic).map_err(|e| format!("--mic: {e}"))?;
+    match mic {
+        // Silence where there is no device; said when a call opens it.
+        "default" => {}
+        name if names_device(name) => {
+            super::device::check(name, true).map_err(|e| format!("--mic: {e}"))?
+        }
+        spec => {
+            Source::parse(spec).map_err(|e| format!("--mic: {e}"))?;
+        }
     }
-    if names_device(speaker) && speaker != "default" {
-        super::device::check(speaker, false).map_err(|e| format!("--speaker: {e}"))?;
-    } else {
-        Sink::parse(speaker).map_err(|e| format!("--speaker: {e}"))?;
+    match speaker {
+        "default" => {}
+        name if names_device(name) => {
+            super::device::check(name, false).map_err(|e| format!("--speaker: {e}"))?
+        }
+        spec => {
+            Sink::parse(spec).map_err(|e| format!("--speaker: {e}"))?;
+        }
     }
     Ok(())
 }

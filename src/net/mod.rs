@@ -531,24 +531,33 @@ async fn flush(ice: &mut IceTransport, sockets: &[(SocketAddr, Outlet)], channel
 }
 
 /// Resolves on Ctrl-C or SIGTERM: how every long-running command ends.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
+/// The handlers are installed when this is called, not when the future is
+/// first polled: a signal in between would otherwise kill the process
+/// without its clean-up (unregistering, releasing relays). Call it first.
+#[cfg(unix)]
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    async fn next(s: Option<&mut Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+            None => std::future::pending().await,
         }
     }
-    #[cfg(not(unix))]
-    {
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            _ = next(interrupt.as_mut()) => {}
+            _ = next(terminate.as_mut()) => {}
+        }
+    }
+}
+
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send {
+    async {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
