@@ -22,10 +22,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Two ICE agents connect over loopback; prints candidates, checks and the selected pair.
+    /// The whole phone on this machine: serve, two accounts, a call with speech, a summary.
     Demo {
+        /// Force the call through the TURN relay.
+        #[arg(long)]
+        relay: bool,
+        /// Keep the recordings, reports and logs in this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
         /// Give up after this many seconds.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
     /// Report your public address and, with an RFC 5780 server, your NAT's behaviour.
@@ -359,7 +365,18 @@ pub fn run() -> ExitCode {
             Command::Bench(_) | Command::Devices { .. } => {
                 unreachable!("bench and devices run without the runtime, above")
             }
-            Command::Demo { timeout } => super::demo::run(Duration::from_secs(timeout)).await,
+            Command::Demo {
+                relay,
+                out,
+                timeout,
+            } => {
+                super::demo::run(super::demo::DemoArgs {
+                    relay,
+                    out,
+                    timeout: Duration::from_secs(timeout),
+                })
+                .await
+            }
             Command::NatCheck {
                 stun,
                 json,
