@@ -18,7 +18,10 @@ fn demo(args: &[&str]) -> String {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("OK: the call worked end to end."), "{stdout}");
+    assert!(
+        stdout.contains("OK: the call worked end to end."),
+        "{stdout}"
+    );
     for line in [
         "serve  registrar and proxy on sip:127.0.0.1:",
         "bob    registered sip:bob@icephone.demo",
@@ -43,9 +46,16 @@ fn the_demo_calls_with_speech_and_checks_what_arrived() {
     let dir = std::env::temp_dir().join(format!("icephone-demo-test-{}", std::process::id()));
     let stdout = demo(&["--out", dir.to_str().unwrap()]);
     let line = selected(&stdout);
-    assert!(line.contains("host 127.0.0.1:") && !line.contains("relay"), "{line}");
+    assert!(
+        line.contains("host 127.0.0.1:") && !line.contains("relay"),
+        "{line}"
+    );
     // Both sides gathered a relayed candidate from the in-process TURN.
-    assert_eq!(stdout.matches("(TURN/udp via 127.0.0.1:").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches("(TURN/udp via 127.0.0.1:").count(),
+        2,
+        "{stdout}"
+    );
     for file in ["alice.json", "bob.json", "bob-heard.wav", "alice-heard.wav"] {
         assert!(dir.join(file).is_file(), "no {file}");
     }

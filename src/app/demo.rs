@@ -210,7 +210,10 @@ async fn run_inner(args: DemoArgs) -> Result<bool, String> {
     );
     let servers = start_servers().await?;
     let progress = |what: &str, text: &str| {
-        println!("{:>6.2} s  {what:<6} {text}", started.elapsed().as_secs_f64());
+        println!(
+            "{:>6.2} s  {what:<6} {text}",
+            started.elapsed().as_secs_f64()
+        );
     };
     progress(
         "serve",
@@ -420,10 +423,7 @@ fn summary(
         if share >= 0.6 { "  OK" } else { "" }
     );
     ok &= share >= 0.6;
-    println!(
-        "files        {} (recordings, reports, logs)",
-        dir.display()
-    );
+    println!("files        {} (recordings, reports, logs)", dir.display());
     println!(
         "\n{}",
         if ok {
