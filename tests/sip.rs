@@ -1245,3 +1245,32 @@ fn an_ice_restart_mid_call_leaves_no_gap_in_the_audio() {
     let (status, stderr) = bob.terminate(Duration::from_secs(10));
     assert!(status.success(), "{stderr}");
 }
+
+/// A peer that does not do ICE (`--ice-policy none` offers none): both
+/// sides fall back to plain RTP to the SDP's address, and audio flows.
+#[test]
+fn a_call_without_ice_sends_plain_rtp_both_ways() {
+    let serve = Serve::start(REALM);
+    let flags = ["--ice-policy", "none", "--hangup-after", "1.5"];
+    let (stdout, mut bob, samples) = alice_calls_bob(&serve, "no_ice", &flags);
+    assert!(
+        stdout.contains("no ICE at the far end: plain RTP 127.0.0.1:"),
+        "{stdout}"
+    );
+    bob.wait_line(
+        "call 1 no ICE at the far end: plain RTP 127.0.0.1:",
+        Duration::from_secs(5),
+    );
+    let frames: Vec<&[i16]> = samples.chunks_exact(960).collect();
+    let clear = frames
+        .iter()
+        .filter(|f| tone_level(f, 880.0) >= 0.5)
+        .count();
+    assert!(
+        clear >= 50,
+        "bob's tone in {clear} of {} frames",
+        frames.len()
+    );
+    let (status, stderr) = bob.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{stderr}");
+}

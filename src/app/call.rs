@@ -40,8 +40,9 @@ pub struct MediaFlags {
     #[arg(long, env = "ICEPHONE_TURN_PASSWORD", hide_env_values = true)]
     pub turn_password: Option<String>,
     /// all: host, server-reflexive and relayed candidates; relay: relayed
-    /// only (needs --turn).
-    #[arg(long, default_value = "all", value_parser = ["all", "relay"])]
+    /// only (needs --turn); none: no ICE in our SDP at all (plain RTP, for
+    /// peers and gateways that cannot take it).
+    #[arg(long, default_value = "all", value_parser = ["all", "relay", "none"])]
     pub ice_policy: String,
     /// Voice codecs to offer or accept, in order: opus, pcmu, pcma.
     #[arg(long, value_delimiter = ',', default_value = "opus,pcmu,pcma")]
@@ -63,6 +64,7 @@ impl MediaFlags {
     pub async fn ice_options(&self, ca: Option<&std::path::Path>) -> Result<MediaOptions, String> {
         let mut options = MediaOptions {
             relay_only: self.ice_policy == "relay",
+            no_ice: self.ice_policy == "none",
             ..MediaOptions::default()
         };
         for url in &self.turn {

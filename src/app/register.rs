@@ -450,6 +450,12 @@ pub fn describe(end: &CallEnd) -> String {
 
 /// "ice connected in 12 ms: host 127.0.0.1:5000 -> host 127.0.0.1:6000".
 pub fn describe_pair(p: &SelectedPair) -> String {
+    if !p.checked {
+        return format!(
+            "no ICE at the far end: plain RTP {} -> {} (latching to its source)",
+            p.local.address, p.remote.address
+        );
+    }
     format!(
         "ice connected in {} ms: {} {} -> {} {}",
         p.after.as_millis(),

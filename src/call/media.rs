@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::audio::{self, AudioReport, AudioSetup};
 use crate::audio::io::{Sink, Source};
 use crate::ice::{
-    Candidate, ConnectionState, IceAgent, IceConfig, IceCredentials, IceEvent, PairState,
+    Candidate, CandidateType, ConnectionState, IceAgent, IceConfig, IceCredentials, IceEvent,
+    PairState,
 };
 use crate::net::{bind_sockets, spawn_session_with_relays, IceCommand, IceSession, RelayServer};
 use crate::sdp::{
@@ -34,7 +35,7 @@ pub enum MediaError {
     IceFailed,
     #[error("ICE did not connect within {0} s")]
     IceTimeout(u64),
-    #[error("the peer does not do ICE; media would go to {0} unchecked")]
+    #[error("the peer does not do ICE, and we have no host address to send to {0} from (--ice-policy relay?)")]
     NoIce(SocketAddr),
 }
 
@@ -48,6 +49,9 @@ pub struct MediaOptions {
     pub turn: Vec<RelayServer>,
     /// `--ice-policy relay`: offer and check relayed candidates only.
     pub relay_only: bool,
+    /// `--ice-policy none`: offer no ICE at all (plain RTP, for peers and
+    /// gateways that cannot take it).
+    pub no_ice: bool,
 }
 
 /// The pair ICE selected, as the call reports it.
@@ -57,10 +61,17 @@ pub struct SelectedPair {
     pub remote: Candidate,
     /// From `start_checks` to the selection.
     pub after: Duration,
+    /// False for a peer without ICE: plain RTP to its SDP address, no
+    /// checks (the remote "candidate" is that address).
+    pub checked: bool,
 }
 
 pub struct CallMedia {
     session: IceSession,
+    /// The caller controls (RFC 8445 §6.1.1: the offerer does).
+    controlling: bool,
+    /// What gathering found (offered, unless we offer no ICE).
+    gathered: Vec<Candidate>,
     local: LocalMedia,
     /// Our last offer, to read the answer against.
     offered: Option<SessionDescription>,
@@ -104,13 +115,19 @@ impl CallMedia {
             Box::new(StdRng::from_rng(&mut rng)),
         );
         agent.set_controlling(controlling);
-        for server in &options.stun {
-            agent.add_stun_server(*server);
+        if !options.no_ice {
+            for server in &options.stun {
+                agent.add_stun_server(*server);
+            }
         }
-        let mut session =
-            spawn_session_with_relays(agent, sockets, options.turn.clone(), options.relay_only)
-                .await
-                .map_err(|e| MediaError::Socket(e.to_string()))?;
+        let turn = if options.no_ice {
+            Vec::new()
+        } else {
+            options.turn.clone()
+        };
+        let mut session = spawn_session_with_relays(agent, sockets, turn, options.relay_only)
+            .await
+            .map_err(|e| MediaError::Socket(e.to_string()))?;
         let candidates = gather(&mut session).await;
         let default = default_candidate(&candidates)
             .ok_or_else(|| MediaError::Socket("no candidate".into()))?;
@@ -127,12 +144,12 @@ impl CallMedia {
             address: default,
             rtcp: None,
             rtcp_mux: true,
-            ice: Some(IceDescription {
+            ice: (!options.no_ice).then(|| IceDescription {
                 ufrag: credentials.ufrag,
                 pwd: credentials.pwd,
                 lite: false,
                 options: Vec::new(),
-                candidates,
+                candidates: candidates.clone(),
                 end_of_candidates: true,
                 remote_candidates: Vec::new(),
             }),
@@ -141,6 +158,8 @@ impl CallMedia {
         };
         Ok(CallMedia {
             session,
+            controlling,
+            gathered: candidates,
             local,
             offered: None,
             negotiated: None,
@@ -180,7 +199,25 @@ impl CallMedia {
         } else {
             Direction::SendRecv
         };
+        self.follow_selection();
         self.offer()
+    }
+
+    /// RFC 8839 §4.2.2: once ICE has selected, the controlling side's
+    /// re-offers put the selected local candidate in `c=`/`m=` and name the
+    /// selected remote one in `a=remote-candidates`, so that a middlebox
+    /// or a lite peer reading the SDP sees where media really flows.
+    fn follow_selection(&mut self) {
+        let Some(sel) = self.selected.as_ref().filter(|s| s.checked) else {
+            return;
+        };
+        if !self.controlling {
+            return;
+        }
+        self.local.address = sel.local.address;
+        if let Some(ice) = self.local.ice.as_mut() {
+            ice.remote_candidates = vec![(sel.remote.component, sel.remote.address)];
+        }
     }
 
     /// An ICE restart (RFC 8445 §9): new local credentials, then a
@@ -188,6 +225,13 @@ impl CallMedia {
     /// checks select one.
     pub async fn restart_offer(&mut self) -> Result<Vec<u8>, MediaError> {
         self.restart_local().await?;
+        // New checks: nothing is selected in the new generation yet.
+        if let Some(ice) = self.local.ice.as_mut() {
+            ice.remote_candidates.clear();
+        }
+        if let Some(d) = default_candidate(&self.gathered) {
+            self.local.address = d;
+        }
         self.local.direction = Direction::SendRecv;
         Ok(self.offer())
     }
@@ -279,8 +323,12 @@ impl CallMedia {
         let rtp = negotiated.remote_rtp;
         self.negotiated = Some(negotiated);
         let Some(ice) = remote else {
-            // A peer without ICE: `connected` says so; the call goes on.
+            // A peer without ICE: plain RTP to where its SDP points.
             self.without_ice = Some(rtp);
+            let _ = self.session.commands.send(IceCommand::SetPlainPeer {
+                component: 1,
+                remote: rtp,
+            });
             return Ok(());
         };
         self.send_remote(ice);
@@ -306,7 +354,18 @@ impl CallMedia {
     /// Waits until ICE selects a pair (or fails, or `timeout` passes).
     pub async fn connected(&mut self, timeout: Duration) -> Result<SelectedPair, MediaError> {
         if let Some(to) = self.without_ice {
-            return Err(MediaError::NoIce(to));
+            let local = self
+                .gathered
+                .iter()
+                .find(|c| c.kind == CandidateType::Host && c.address.is_ipv4() == to.is_ipv4())
+                .cloned()
+                .ok_or(MediaError::NoIce(to))?;
+            return Ok(SelectedPair {
+                local,
+                remote: Candidate::remote(to, CandidateType::Host, 0, "plain", 1, None),
+                after: Duration::ZERO,
+                checked: false,
+            });
         }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -337,6 +396,7 @@ impl CallMedia {
                     local,
                     remote,
                     after,
+                    checked: true,
                 });
             }
             IceEvent::ConnectionState(s) => self.state = s,
@@ -494,4 +554,49 @@ fn default_candidate(candidates: &[Candidate]) -> Option<SocketAddr> {
         .or_else(|| of(CandidateType::ServerReflexive))
         .or_else(|| candidates.iter().find(|c| c.component == 1))
         .map(|c| c.address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    /// Two calls' media on loopback, offer and answer straight across.
+    async fn connected_pair(options: &MediaOptions) -> (CallMedia, CallMedia) {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut alice = CallMedia::start(ip, true, options).await.unwrap();
+        let mut bob = CallMedia::start(ip, false, options).await.unwrap();
+        let offer = alice.offer();
+        let answer = bob.answer(&offer).unwrap();
+        alice.apply_answer(&answer).unwrap();
+        let timeout = Duration::from_secs(5);
+        let (a, b) = tokio::join!(alice.connected(timeout), bob.connected(timeout));
+        a.unwrap();
+        b.unwrap();
+        (alice, bob)
+    }
+
+    #[tokio::test]
+    async fn a_re_offer_after_selection_names_the_selected_pair() {
+        let (mut alice, mut bob) = connected_pair(&MediaOptions::default()).await;
+        let selected = alice.selected.clone().unwrap();
+        let reoffer = SessionDescription::parse(&alice.reoffer(true)).unwrap();
+        let text = String::from_utf8(reoffer.to_bytes()).unwrap();
+        let remote = format!(
+            "a=remote-candidates:1 {} {}",
+            selected.remote.address.ip(),
+            selected.remote.address.port()
+        );
+        assert!(text.contains(&remote), "{text}");
+        assert!(
+            text.contains(&format!("m=audio {} ", selected.local.address.port())),
+            "{text}"
+        );
+        // The controlled side never sends it.
+        let answer = bob.reanswer(&reoffer.to_bytes()).await.unwrap().0;
+        let answer = String::from_utf8(answer).unwrap();
+        assert!(!answer.contains("a=remote-candidates"), "{answer}");
+        alice.shutdown().await;
+        bob.shutdown().await;
+    }
 }

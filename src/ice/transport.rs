@@ -72,11 +72,22 @@ struct Relay {
 
 pub struct IceTransport {
     agent: IceAgent,
+    /// Peers without ICE, per component: media goes to them from a host
+    /// base with no checks (RFC 8839 §3.2 talks to such peers plainly).
+    plain: Vec<PlainPeer>,
     relays: Vec<Relay>,
     now: Instant,
     transmits: VecDeque<Transmit>,
     events: VecDeque<IceEvent>,
     relay_events: VecDeque<RelayEvent>,
+}
+
+/// A peer that does not do ICE.
+struct PlainPeer {
+    component: u16,
+    base: SocketAddr,
+    remote: SocketAddr,
+    latched: bool,
 }
 
 /// An `IceTransport` is an agent with relays: read-only and signalling
@@ -100,6 +111,7 @@ impl IceTransport {
     pub fn new(agent: IceAgent, now: Instant) -> Self {
         IceTransport {
             agent,
+            plain: Vec::new(),
             relays: Vec::new(),
             now,
             transmits: VecDeque::new(),
@@ -216,8 +228,59 @@ impl IceTransport {
         self.relay_events.pop_front()
     }
 
+    /// A peer without ICE at `remote` (its SDP's `c=`/`m=` address) for
+    /// `component`: media goes there from our host base of the same
+    /// family, and the peer is re-learnt from the source of the first
+    /// media it sends (latching: a NAT in front of it rewrites the address
+    /// its SDP named). `None` without a host candidate to send from.
+    pub fn set_plain_peer(&mut self, component: u16, remote: SocketAddr) -> Option<SocketAddr> {
+        let base = self
+            .agent
+            .local_candidates()
+            .iter()
+            .find(|c| {
+                c.component == component
+                    && c.kind == CandidateType::Host
+                    && c.address.is_ipv4() == remote.is_ipv4()
+            })?
+            .base;
+        self.plain.retain(|p| p.component != component);
+        self.plain.push(PlainPeer {
+            component,
+            base,
+            remote,
+            latched: false,
+        });
+        Some(base)
+    }
+
+    /// The component whose media may come from `from`: the remote end of
+    /// its media pair, or its plain peer — which latches onto the first
+    /// source it hears from.
+    pub fn accept_media(&mut self, from: SocketAddr) -> Option<u16> {
+        if let Some(c) = (1..=2).find(|c| {
+            self.agent
+                .media_pair(*c)
+                .is_some_and(|(_, remote)| remote.address == from)
+        }) {
+            return Some(c);
+        }
+        let p = self
+            .plain
+            .iter_mut()
+            .find(|p| p.remote == from || !p.latched)?;
+        if !p.latched {
+            p.latched = true;
+            if p.remote != from {
+                tracing::info!(signalled = %p.remote, %from, "latched onto the peer's media source");
+                p.remote = from;
+            }
+        }
+        Some(p.component)
+    }
+
     /// Sends media on `component`'s current pair (the selected one, or the
-    /// best valid one before nomination).
+    /// best valid one before nomination), or to its plain peer.
     pub fn send_media(
         &mut self,
         now: Instant,
@@ -225,13 +288,20 @@ impl IceTransport {
         data: &[u8],
     ) -> Result<(), SendError> {
         self.now = now;
-        let (local, remote) = self
-            .agent
-            .media_pair(component)
-            .ok_or(SendError::NoPair(component))?;
+        let (source, destination) = match self.agent.media_pair(component) {
+            Some((local, remote)) => (local.base, remote.address),
+            None => {
+                let p = self
+                    .plain
+                    .iter()
+                    .find(|p| p.component == component)
+                    .ok_or(SendError::NoPair(component))?;
+                (p.base, p.remote)
+            }
+        };
         let t = Transmit {
-            source: local.base,
-            destination: remote.address,
+            source,
+            destination,
             contents: data.to_vec(),
         };
         self.route(t)?;
@@ -427,5 +497,50 @@ impl IceTransport {
         if self.relays.iter().all(|r| r.settled) {
             self.agent.set_external_gathering(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod plain_peer_tests {
+    use super::*;
+    use crate::ice::IceConfig;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_peer_without_ice_gets_media_and_is_latched_onto_once() {
+        let now = Instant::now();
+        let mut agent = IceAgent::new(
+            IceConfig::default(),
+            now,
+            Box::new(StdRng::seed_from_u64(3)),
+        );
+        agent.add_host_candidate(1, addr("10.0.0.1:4000"));
+        let mut ice = IceTransport::new(agent, now);
+        assert_eq!(ice.send_media(now, 1, b"x"), Err(SendError::NoPair(1)));
+        let signalled = addr("192.0.2.7:5000");
+        assert_eq!(
+            ice.set_plain_peer(1, signalled),
+            Some(addr("10.0.0.1:4000"))
+        );
+        while ice.poll_transmit().is_some() {}
+        ice.send_media(now, 1, b"rtp").unwrap();
+        let t = ice.poll_transmit().expect("sent");
+        assert_eq!(
+            (t.source, t.destination),
+            (addr("10.0.0.1:4000"), signalled)
+        );
+        // Its media really comes from a NAT's address: we follow it there…
+        let natted = addr("198.51.100.9:6000");
+        assert_eq!(ice.accept_media(natted), Some(1));
+        ice.send_media(now, 1, b"rtp").unwrap();
+        assert_eq!(ice.poll_transmit().unwrap().destination, natted);
+        // …and only once: a third party cannot take the stream over.
+        assert_eq!(ice.accept_media(addr("203.0.113.66:7000")), None);
+        assert_eq!(ice.accept_media(natted), Some(1));
     }
 }

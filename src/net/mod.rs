@@ -74,6 +74,12 @@ pub enum IceCommand {
     AddRemoteCandidate(Candidate),
     EndOfRemoteCandidates,
     SetControlling(bool),
+    /// A peer without ICE: media for the component goes to this address,
+    /// latching onto where the peer's media really comes from.
+    SetPlainPeer {
+        component: u16,
+        remote: SocketAddr,
+    },
     Restart(tokio::sync::oneshot::Sender<IceCredentials>),
     /// An RTP or RTCP packet for the component's media pair (dropped when
     /// ICE has validated no pair: media goes nowhere unchecked).
@@ -451,11 +457,7 @@ fn on_datagram(ice: &mut IceTransport, p: Received, out: &mpsc::Sender<MediaPack
     if !matches!(data.first().map(|b| classify(*b)), Some(PacketKind::Rtp)) {
         return;
     }
-    let component = (1..=2).find(|c| {
-        ice.media_pair(*c)
-            .is_some_and(|(_, remote)| remote.address == from)
-    });
-    let Some(component) = component else {
+    let Some(component) = ice.accept_media(from) else {
         tracing::trace!(%from, "media from an unvalidated address dropped");
         return;
     };
@@ -470,16 +472,23 @@ fn on_datagram(ice: &mut IceTransport, p: Received, out: &mpsc::Sender<MediaPack
 }
 
 fn apply(ice: &mut IceTransport, cmd: IceCommand) {
+    if let IceCommand::SetPlainPeer { component, remote } = cmd {
+        if ice.set_plain_peer(component, remote).is_none() {
+            tracing::warn!(%remote, "no host address to reach a peer without ICE from");
+        }
+        return;
+    }
     let agent = ice.agent_mut();
     match cmd {
         IceCommand::SetRemoteCredentials(c) => agent.set_remote_credentials(c),
         IceCommand::AddRemoteCandidate(c) => agent.add_remote_candidate(c),
         IceCommand::EndOfRemoteCandidates => agent.end_of_remote_candidates(),
         IceCommand::SetControlling(c) => agent.set_controlling(c),
+
         IceCommand::Restart(reply) => {
             let _ = reply.send(agent.restart());
         }
-        IceCommand::SendMedia { .. } | IceCommand::Shutdown => {}
+        IceCommand::SendMedia { .. } | IceCommand::Shutdown | IceCommand::SetPlainPeer { .. } => {}
     }
     kick(ice);
 }
