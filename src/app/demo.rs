@@ -18,14 +18,11 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::audio::analysis::{align, tone_level};
-use crate::audio::io::read_wav;
+use crate::audio::io::{builtin_speech, read_wav};
 use crate::server::sip::{SipServer, SipServerConfig};
 use crate::server::{ServeConfig, Server};
 use crate::turn::TurnServerConfig;
 
-/// The caller's microphone: our own recording (`assets/make-speech`),
-/// built into the binary so the demo needs no files.
-const SPEECH: &[u8] = include_bytes!("../../assets/speech.wav");
 const REALM: &str = "icephone.demo";
 /// Bob's microphone: a tone alice's recording is checked for.
 const BOB_TONE_HZ: f64 = 660.0;
@@ -195,9 +192,11 @@ async fn run_inner(args: DemoArgs) -> Result<bool, String> {
         None => std::env::temp_dir().join(format!("icephone-demo-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // The caller's microphone: our own recording (`assets/make-speech`),
+    // built into the binary so the demo needs no files.
+    let speech = builtin_speech();
     let speech_path = dir.join("speech.wav");
-    std::fs::write(&speech_path, SPEECH).map_err(|e| format!("{}: {e}", speech_path.display()))?;
-    let speech = read_wav(&speech_path).map_err(|e| e.to_string())?;
+    write_wav(&speech_path, &speech)?;
     let speech_secs = speech.len() as f64 / 48_000.0;
 
     println!(
@@ -317,6 +316,13 @@ async fn run_inner(args: DemoArgs) -> Result<bool, String> {
     }
     let ok = summary(&dir, &speech, &bob_heard, &alice_heard, args.relay)?;
     Ok(ok)
+}
+
+fn write_wav(path: &Path, samples: &[i16]) -> Result<(), String> {
+    let mut sink = crate::audio::io::Sink::parse(&format!("file:{}", path.display()))
+        .map_err(|e| e.to_string())?;
+    sink.write(samples);
+    sink.finish().map_err(|e| e.to_string())
 }
 
 fn read_report(path: &Path) -> Result<Value, String> {

@@ -197,7 +197,20 @@ pub fn read_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
         path: path.to_owned(),
         reason,
     };
-    let mut reader = hound::WavReader::open(path).map_err(|e| bad(e.to_string()))?;
+    let file = File::open(path).map_err(|e| bad(e.to_string()))?;
+    decode_wav(std::io::BufReader::new(file)).map_err(bad)
+}
+
+/// The speech sample built into the binary (`assets/make-speech`): the
+/// demo's microphone and the quality bench's signal, 48 kHz mono.
+pub fn builtin_speech() -> Vec<i16> {
+    const SPEECH: &[u8] = include_bytes!("../../assets/speech.wav");
+    decode_wav(std::io::Cursor::new(SPEECH)).unwrap_or_default()
+}
+
+/// WAV bytes as 48 kHz mono (see [`read_wav`]).
+fn decode_wav<R: std::io::Read>(input: R) -> Result<Vec<i16>, String> {
+    let mut reader = hound::WavReader::new(input).map_err(|e| e.to_string())?;
     let spec = reader.spec();
     let channels = usize::from(spec.channels.max(1));
     let raw: Vec<f32> = match (spec.sample_format, spec.bits_per_sample) {
@@ -213,13 +226,9 @@ pub fn read_wav(path: &Path) -> Result<Vec<i16>, AudioError> {
                 .collect::<Result<_, _>>()
         }
         (hound::SampleFormat::Float, 32) => reader.samples::<f32>().collect::<Result<_, _>>(),
-        (format, bits) => {
-            return Err(bad(format!(
-                "unsupported sample format {format:?}/{bits} bits"
-            )))
-        }
+        (format, bits) => return Err(format!("unsupported sample format {format:?}/{bits} bits")),
     }
-    .map_err(|e| bad(e.to_string()))?;
+    .map_err(|e| e.to_string())?;
     let mono: Vec<f32> = raw
         .chunks(channels)
         .map(|c| c.iter().sum::<f32>() / c.len() as f32)
