@@ -41,33 +41,85 @@ pub struct MediaFlags {
     pub turn_password: Option<String>,
     /// all: host, server-reflexive and relayed candidates; relay: relayed
     /// only (needs --turn); none: no ICE in our SDP at all (plain RTP, for
-    /// peers and gateways that cannot take it).
-    #[arg(long, default_value = "all", value_parser = ["all", "relay", "none"])]
-    pub ice_policy: String,
-    /// Voice codecs to offer or accept, in order: opus, pcmu, pcma.
-    #[arg(long, value_delimiter = ',', default_value = "opus,pcmu,pcma")]
+    /// peers and gateways that cannot take it) [default: all].
+    #[arg(long, value_parser = ["all", "relay", "none"])]
+    pub ice_policy: Option<String>,
+    /// Voice codecs to offer or accept, in order [default: opus,pcmu,pcma].
+    #[arg(long, value_delimiter = ',')]
     pub codecs: Vec<String>,
     /// Microphone: default, a device (`icephone devices`), tone:HZ,
     /// file:PATH.wav or silence. `default` is silence where there is no
-    /// sound device.
-    #[arg(long, default_value = "default")]
-    pub mic: String,
+    /// sound device [default: default].
+    #[arg(long)]
+    pub mic: Option<String>,
     /// Speaker: default, a device, file:PATH.wav or null. `default` is
-    /// null where there is no sound device.
-    #[arg(long, default_value = "default")]
-    pub speaker: String,
+    /// null where there is no sound device [default: default].
+    #[arg(long)]
+    pub speaker: Option<String>,
+    /// TURN servers with their own credentials, from the config file.
+    #[arg(skip)]
+    pub turn_servers: Vec<(String, String, String)>,
 }
 
 impl MediaFlags {
+    /// Fills what no flag gave from the configuration file's `[ice]` and
+    /// `[audio]`, then the built-in defaults. Flags win.
+    pub fn apply_config(&mut self, config: &super::config::Config) -> Result<(), String> {
+        let (ice, audio) = (&config.ice, &config.audio);
+        if self.stun.is_empty() {
+            self.stun = ice.stun.clone();
+        }
+        if self.turn.is_empty() {
+            for t in &ice.turn {
+                let password = t
+                    .password()
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("[[ice.turn]] {}: no password or password_command", t.url))?;
+                self.turn_servers.push((t.url.clone(), t.user.clone(), password));
+            }
+        }
+        if self.ice_policy.is_none() {
+            self.ice_policy = Some(ice.policy.map_or("all", |p| p.as_str()).to_owned());
+        }
+        if self.codecs.is_empty() {
+            self.codecs = audio
+                .codecs
+                .clone()
+                .unwrap_or_else(|| ["opus", "pcmu", "pcma"].map(String::from).to_vec());
+        }
+        self.mic.get_or_insert_with(|| audio.mic.clone().unwrap_or_else(|| "default".into()));
+        self.speaker
+            .get_or_insert_with(|| audio.speaker.clone().unwrap_or_else(|| "default".into()));
+        Ok(())
+    }
+
+    /// `--mic`, once [`Self::apply_config`] ran (`default` before).
+    pub fn mic(&self) -> &str {
+        self.mic.as_deref().unwrap_or("default")
+    }
+
+    pub fn speaker(&self) -> &str {
+        self.speaker.as_deref().unwrap_or("default")
+    }
+
     /// The STUN and TURN servers, resolved; a bad one is an error naming
     /// it. `ca`: extra trust for `turns:` servers.
     pub async fn ice_options(&self, ca: Option<&std::path::Path>) -> Result<MediaOptions, String> {
+        let policy = self.ice_policy.as_deref().unwrap_or("all");
         let mut options = MediaOptions {
-            relay_only: self.ice_policy == "relay",
-            no_ice: self.ice_policy == "none",
+            relay_only: policy == "relay",
+            no_ice: policy == "none",
             ..MediaOptions::default()
         };
+        let mut turn: Vec<(String, String, String)> = Vec::new();
         for url in &self.turn {
+            let (Some(user), Some(password)) = (&self.turn_user, &self.turn_password) else {
+                return Err("--turn needs --turn-user and --turn-password".into());
+            };
+            turn.push((url.clone(), user.clone(), password.clone()));
+        }
+        turn.extend(self.turn_servers.iter().cloned());
+        for (url, user, password) in &turn {
             let server = parse_turn_server(url).map_err(|e| format!("--turn {url}: {e}"))?;
             let tls = match server.transport {
                 crate::turn::TurnTransport::Tls => Some(crate::net::tls::TlsClient {
@@ -80,9 +132,6 @@ impl MediaFlags {
             let addr = resolve(&server.name)
                 .await
                 .map_err(|e| format!("--turn {url}: {e}"))?;
-            let (Some(user), Some(password)) = (&self.turn_user, &self.turn_password) else {
-                return Err("--turn needs --turn-user and --turn-password".into());
-            };
             let mut config = crate::turn::TurnClientConfig::new(addr, user, password);
             config.transport = server.transport;
             options.turn.push(crate::net::RelayServer { config, tls });
@@ -112,7 +161,7 @@ impl MediaFlags {
 
     /// Checks both without holding a sound device.
     pub async fn check(&self) -> Result<(), String> {
-        let (mic, speaker) = (self.mic.clone(), self.speaker.clone());
+        let (mic, speaker) = (self.mic().to_owned(), self.speaker().to_owned());
         tokio::task::spawn_blocking(move || crate::audio::io::check_specs(&mic, &speaker))
             .await
             .map_err(|e| format!("audio: {e}"))?
@@ -121,7 +170,7 @@ impl MediaFlags {
     /// Opens both, with a clear error naming the flag. Sound devices take
     /// a second or two to start, so this runs off the async workers.
     pub async fn open(&self) -> Result<(Source, Sink), String> {
-        let (mic, speaker) = (self.mic.clone(), self.speaker.clone());
+        let (mic, speaker) = (self.mic().to_owned(), self.speaker().to_owned());
         tokio::task::spawn_blocking(move || {
             let source = Source::parse(&mic).map_err(|e| format!("--mic: {e}"))?;
             let sink = Sink::parse(&speaker).map_err(|e| format!("--speaker: {e}"))?;
@@ -169,8 +218,15 @@ pub struct CallArgs {
     pub hangup_after: Option<Duration>,
 }
 
-pub async fn run(args: CallArgs) -> ExitCode {
+pub async fn run(mut args: CallArgs) -> ExitCode {
     let stop = crate::net::shutdown_signal();
+    if let Err(e) = super::config::Config::find(args.account.config.as_deref())
+        .map_err(|e| e.to_string())
+        .and_then(|config| args.audio.apply_config(&config))
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let to = match args.to.trim() {
         t if t.starts_with("sip:") => parse_sip_uri(t, "to"),
         t => parse_sip_uri(&format!("sip:{t}"), "to"),

@@ -1,7 +1,7 @@
 //! The configuration file (`config/icephone.toml` is the annotated
-//! example): the SIP accounts for now; ICE, audio and `serve` sections
-//! join it with the phone. A key we do not know is an error naming its
-//! line, never a silent default. Command-line flags override the file.
+//! example): SIP accounts, ICE (STUN and TURN servers, policy) and audio
+//! (devices, codecs). A key we do not know is an error naming its line,
+//! never a silent default. Command-line flags override the file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +14,80 @@ use thiserror::Error;
 pub struct Config {
     #[serde(default, rename = "account")]
     pub accounts: Vec<AccountConfig>,
+    #[serde(default)]
+    pub ice: IceSection,
+    #[serde(default)]
+    pub audio: AudioSection,
+}
+
+/// `[ice]`: how calls find their path.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceSection {
+    /// STUN servers, `stun:HOST[:PORT]`.
+    #[serde(default)]
+    pub stun: Vec<String>,
+    /// `[[ice.turn]]` tables.
+    #[serde(default)]
+    pub turn: Vec<TurnEntry>,
+    /// `all`, `relay` or `none`.
+    pub policy: Option<IcePolicy>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IcePolicy {
+    All,
+    Relay,
+    None,
+}
+
+impl IcePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IcePolicy::All => "all",
+            IcePolicy::Relay => "relay",
+            IcePolicy::None => "none",
+        }
+    }
+}
+
+/// One TURN server with its credentials.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnEntry {
+    /// `turn:HOST[:PORT][?transport=tcp]` or `turns:HOST[:PORT]`.
+    pub url: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub password_command: Option<String>,
+}
+
+impl std::fmt::Debug for TurnEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnEntry")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TurnEntry {
+    pub fn password(&self) -> Result<Option<String>, ConfigError> {
+        secret(&self.url, self.password.as_deref(), self.password_command.as_deref())
+    }
+}
+
+/// `[audio]`: where sound comes from and goes, and how it is coded.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSection {
+    /// `default`, a device name, `tone:HZ`, `file:PATH.wav` or `silence`.
+    pub mic: Option<String>,
+    /// `default`, a device name, `file:PATH.wav` or `null`.
+    pub speaker: Option<String>,
+    /// Voice codecs in order of preference.
+    pub codecs: Option<Vec<String>>,
 }
 
 /// One `[[account]]` table.
@@ -56,7 +130,7 @@ pub enum ConfigError {
         line: usize,
         message: String,
     },
-    #[error("password_command of {aor} failed: {reason}")]
+    #[error("password_command for {aor} failed: {reason}")]
     PasswordCommand { aor: String, reason: String },
 }
 
@@ -119,29 +193,40 @@ impl AccountConfig {
     /// The password: the `password` key, else the first line the
     /// `password_command` prints.
     pub fn password(&self) -> Result<Option<String>, ConfigError> {
-        if let Some(p) = &self.password {
-            return Ok(Some(p.clone()));
-        }
-        let Some(cmd) = &self.password_command else {
-            return Ok(None);
-        };
-        let failed = |reason: String| ConfigError::PasswordCommand {
-            aor: self.aor.clone(),
-            reason,
-        };
-        let out = Command::new("sh")
-            .args(["-c", cmd])
-            .output()
-            .map_err(|e| failed(e.to_string()))?;
-        if !out.status.success() {
-            // Its output is not shown: it may hold the secret.
-            return Err(failed(format!("it exited with {}", out.status)));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        match text.lines().next().map(str::trim) {
-            Some(p) if !p.is_empty() => Ok(Some(p.to_owned())),
-            _ => Err(failed("it printed nothing".into())),
-        }
+        secret(&self.aor, self.password.as_deref(), self.password_command.as_deref())
+    }
+}
+
+/// A password given plainly, or the first line a command prints (a
+/// password manager), so the file need not hold it. `whose` names it in
+/// errors.
+fn secret(
+    whose: &str,
+    password: Option<&str>,
+    command: Option<&str>,
+) -> Result<Option<String>, ConfigError> {
+    if let Some(p) = password {
+        return Ok(Some(p.to_owned()));
+    }
+    let Some(cmd) = command else {
+        return Ok(None);
+    };
+    let failed = |reason: String| ConfigError::PasswordCommand {
+        aor: whose.to_owned(),
+        reason,
+    };
+    let out = Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    if !out.status.success() {
+        // Its output is not shown: it may hold the secret.
+        return Err(failed(format!("it exited with {}", out.status)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().next().map(str::trim) {
+        Some(p) if !p.is_empty() => Ok(Some(p.to_owned())),
+        _ => Err(failed("it printed nothing".into())),
     }
 }
 
@@ -226,4 +311,27 @@ mod example {
         assert_eq!(c.accounts[0].aor, "sip:alice@example.org");
         assert_eq!(c.accounts[0].expires, Some(3600));
     }
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn ice_and_audio_sections_parse_and_bad_values_name_their_line() {
+        let c = parse(
+            "[ice]\nstun = [\"stun:stun.example.org\"]\npolicy = \"relay\"\n\
+             [[ice.turn]]\nurl = \"turn:t.example.org?transport=tcp\"\nuser = \"u\"\npassword_command = \"echo s3cret\"\n\
+             [audio]\nmic = \"tone:440\"\ncodecs = [\"pcmu\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.ice.policy, Some(IcePolicy::Relay));
+        assert_eq!(c.ice.turn[0].password().unwrap().as_deref(), Some("s3cret"));
+        assert!(!format!("{:?}", c.ice.turn[0]).contains("s3cret"));
+        assert_eq!(c.audio.mic.as_deref(), Some("tone:440"));
+        let err = parse("[ice]\npolicy = \"sometimes\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        let err = parse("[audio]\n\nvolume = 3\n").unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("volume"), "{err}");
+    }
+
 }

@@ -44,8 +44,15 @@ pub struct Session {
     pub options: MediaOptions,
 }
 
-pub async fn run(args: RegisterArgs) -> ExitCode {
+pub async fn run(mut args: RegisterArgs) -> ExitCode {
     let stop = crate::net::shutdown_signal();
+    if let Err(e) = super::config::Config::find(args.account.config.as_deref())
+        .map_err(|e| e.to_string())
+        .and_then(|config| args.audio.apply_config(&config))
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     // Bad audio flags fail at once, not at the first call.
     if let Err(e) = args.audio.check().await {
         eprintln!("error: {e}");

@@ -27,6 +27,17 @@ pub struct CallReport {
     pub timing: Timing,
     pub rtp: RtpReport,
     pub quality: Quality,
+    /// Receive figures once a second, `ms` after the INVITE.
+    pub series: Vec<SeriesPoint>,
+}
+
+#[derive(Serialize)]
+pub struct SeriesPoint {
+    pub ms: f64,
+    pub rtt_ms: Option<f64>,
+    pub jitter_ms: f64,
+    pub packets_received: u64,
+    pub packets_lost: i64,
 }
 
 #[derive(Serialize, Default)]
@@ -51,6 +62,19 @@ pub struct IceReport {
     pub remote_candidates: Vec<CandidateReport>,
     pub pairs: Vec<PairReport>,
     pub selected_pair: Option<SelectedReport>,
+    /// Every pair state change, `ms` after the INVITE.
+    pub checks: Vec<CheckReport>,
+}
+
+#[derive(Serialize)]
+pub struct CheckReport {
+    pub ms: f64,
+    pub component: u16,
+    pub local: String,
+    pub remote: String,
+    pub state: &'static str,
+    pub rtt_ms: Option<f64>,
+    pub nominated: bool,
 }
 
 #[derive(Serialize)]
@@ -171,7 +195,7 @@ impl CallReport {
         });
     }
 
-    pub fn set_ice(&mut self, media: &CallMedia, selected: Option<&SelectedPair>) {
+    pub fn set_ice(&mut self, media: &CallMedia, selected: Option<&SelectedPair>, since: Instant) {
         let relays = media.relays();
         let ours = |c: &Candidate| CandidateReport::new(c, &relays);
         let theirs = |c: &Candidate| CandidateReport::new(c, &[]);
@@ -183,6 +207,19 @@ impl CallReport {
                 local: ours(&s.local),
                 remote: theirs(&s.remote),
             }),
+            checks: media
+                .check_events()
+                .iter()
+                .map(|c| CheckReport {
+                    ms: ms_f64(c.at.saturating_duration_since(since)),
+                    component: c.component,
+                    local: c.local.to_string(),
+                    remote: c.remote.to_string(),
+                    state: c.state.as_str(),
+                    rtt_ms: c.rtt.map(ms_f64),
+                    nominated: c.nominated,
+                })
+                .collect(),
         };
     }
 
@@ -211,6 +248,17 @@ impl CallReport {
         let Some(a) = audio else {
             return;
         };
+        self.series = a
+            .series
+            .iter()
+            .map(|p| SeriesPoint {
+                ms: ms_f64(p.at.saturating_duration_since(m.invite)),
+                rtt_ms: p.rtt_ms.map(|v| (v * 10.0).round() / 10.0),
+                jitter_ms: (p.jitter_ms * 10.0).round() / 10.0,
+                packets_received: p.packets_received,
+                packets_lost: p.packets_lost,
+            })
+            .collect();
         self.rtp = RtpReport {
             packets_sent: a.packets_sent,
             packets_received: a.packets_received,
@@ -266,7 +314,7 @@ pub fn finish_report(
     selected: Option<&SelectedPair>,
     audio: Option<&AudioReport>,
 ) {
-    report.set_ice(media, selected);
+    report.set_ice(media, selected, moments.invite);
     let rtt = selected.and_then(|s| {
         media
             .checked_pairs()

@@ -46,11 +46,39 @@ pub struct AudioReport {
     /// RFC 4733 keys the peer pressed, in order.
     pub dtmf_received: String,
     pub dtmf_sent: String,
+    /// The receive figures once a second, for the report's plots.
+    pub series: Vec<StatsSample>,
+}
+
+/// The stream's figures at one moment.
+#[derive(Clone, Debug)]
+pub struct StatsSample {
+    pub at: Instant,
+    pub rtt_ms: Option<f64>,
+    pub jitter_ms: f64,
+    pub packets_received: u64,
+    pub packets_lost: i64,
+}
+
+/// What the phone shows while a call runs, updated every frame.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiveAudio {
+    pub packets_sent: u64,
+    pub packets_received: u64,
+    pub packets_lost: i64,
+    pub jitter_ms: f64,
+    pub rtt_ms: Option<f64>,
+    /// RMS of the last frame sent and played, 0 to 1.
+    pub mic_level: f32,
+    pub speaker_level: f32,
 }
 
 pub struct AudioSetup {
     pub source: Source,
     pub sink: Sink,
+    /// While true the microphone is replaced by silence.
+    pub mute: watch::Receiver<bool>,
+    pub live: watch::Sender<LiveAudio>,
     pub negotiated: Negotiated,
     /// Our direction, changed by re-INVITEs (hold, resume).
     pub direction: watch::Receiver<Direction>,
@@ -69,6 +97,8 @@ pub async fn run(
     let AudioSetup {
         mut source,
         mut sink,
+        mute,
+        live,
         negotiated,
         direction,
         mut dtmf,
@@ -106,6 +136,8 @@ pub async fn run(
         receiver: DtmfReceiver::new(),
         queue: std::collections::VecDeque::new(),
     };
+    let mut sample = tokio::time::interval(Duration::from_secs(1));
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut frame = [0i16; FRAME];
@@ -148,6 +180,9 @@ pub async fn run(
                     }
                 }
                 source.next_frame(&mut frame);
+                if *mute.borrow() {
+                    frame.fill(0);
+                }
                 // One 20 ms Opus frame a packet, whatever a=ptime asked:
                 // packing two frames for 40 ms is not done yet.
                 // On hold we send nothing (RTCP goes on, RFC 3264 §8.4).
@@ -167,6 +202,27 @@ pub async fn run(
                 }
                 voice.play(&mut jitter, &mut out);
                 sink.write(&out);
+                live.send_modify(|l| {
+                    l.packets_sent = report.packets_sent;
+                    l.mic_level = rms(&frame);
+                    l.speaker_level = rms(&out);
+                });
+            }
+            _ = sample.tick() => {
+                let st = rtp.stats();
+                live.send_modify(|l| {
+                    l.packets_received = st.packets_received;
+                    l.packets_lost = st.cumulative_lost;
+                    l.jitter_ms = st.jitter_ms;
+                    l.rtt_ms = st.rtt_ms;
+                });
+                report.series.push(StatsSample {
+                    at: Instant::now(),
+                    rtt_ms: st.rtt_ms,
+                    jitter_ms: st.jitter_ms,
+                    packets_received: st.packets_received,
+                    packets_lost: st.cumulative_lost,
+                });
             }
             _ = stop.changed() => break,
         }
@@ -187,6 +243,11 @@ pub async fn run(
     report.playout = jitter.stats();
     report.sink_error = sink.finish().err().map(|e| e.to_string());
     report
+}
+
+fn rms(frame: &[i16]) -> f32 {
+    let sum: f64 = frame.iter().map(|s| f64::from(*s).powi(2)).sum();
+    ((sum / frame.len().max(1) as f64).sqrt() / 32768.0) as f32
 }
 
 /// RTCP into the session (RTT, the peer's view of our stream), voice into

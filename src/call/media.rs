@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::audio::{self, AudioReport, AudioSetup};
+use super::audio::{self, AudioReport, AudioSetup, LiveAudio};
 use crate::audio::io::{Sink, Source};
 use crate::ice::{
     Candidate, CandidateType, ConnectionState, IceAgent, IceConfig, IceCredentials, IceEvent,
@@ -85,6 +85,22 @@ pub struct CallMedia {
     direction: watch::Sender<Direction>,
     /// Every pair checked, with its last state and round trip.
     pairs: Vec<CheckedPair>,
+    /// Every state change of every pair, in order.
+    checks: Vec<CheckEvent>,
+}
+
+/// One change of a pair's state, when it happened (the report's check
+/// timeline).
+#[derive(Clone, Debug)]
+pub struct CheckEvent {
+    pub at: Instant,
+    pub component: u16,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub state: PairState,
+    pub rtt: Option<Duration>,
+    /// The pair was selected here.
+    pub nominated: bool,
 }
 
 /// A candidate pair as the checks left it, for the call report.
@@ -169,6 +185,7 @@ impl CallMedia {
             without_ice: None,
             direction: watch::channel(Direction::SendRecv).0,
             pairs: Vec::new(),
+            checks: Vec::new(),
         })
     }
 
@@ -390,8 +407,17 @@ impl CallMedia {
 
     fn on_event(&mut self, event: IceEvent) {
         match event {
-            IceEvent::SelectedPair { local, remote, .. } => {
+            IceEvent::SelectedPair { local, remote, component } => {
                 let after = self.checks_started.map(|t| t.elapsed()).unwrap_or_default();
+                self.checks.push(CheckEvent {
+                    at: Instant::now(),
+                    component,
+                    local: local.base,
+                    remote: remote.address,
+                    state: PairState::Succeeded,
+                    rtt: None,
+                    nominated: true,
+                });
                 self.selected = Some(SelectedPair {
                     local,
                     remote,
@@ -407,6 +433,15 @@ impl CallMedia {
                 state,
                 rtt,
             } => {
+                self.checks.push(CheckEvent {
+                    at: Instant::now(),
+                    component,
+                    local,
+                    remote,
+                    state,
+                    rtt,
+                    nominated: false,
+                });
                 let pair = CheckedPair {
                     component,
                     local,
@@ -454,6 +489,10 @@ impl CallMedia {
             .map_or(&[], |i| &i.candidates)
     }
 
+    pub fn check_events(&self) -> &[CheckEvent] {
+        &self.checks
+    }
+
     pub fn checked_pairs(&self) -> &[CheckedPair] {
         &self.pairs
     }
@@ -467,9 +506,13 @@ impl CallMedia {
         let (stop, stopped) = watch::channel(false);
         let _ = self.direction.send(negotiated.direction);
         let (keys, dtmf) = mpsc::unbounded_channel();
+        let (mute, muted) = watch::channel(false);
+        let (live_tx, live) = watch::channel(LiveAudio::default());
         let setup = AudioSetup {
             source,
             sink,
+            mute: muted,
+            live: live_tx,
             negotiated,
             direction: self.direction.subscribe(),
             dtmf,
@@ -480,7 +523,13 @@ impl CallMedia {
             media,
             stopped,
         ));
-        Some(AudioHandle { stop, task, keys })
+        Some(AudioHandle {
+            stop,
+            task,
+            keys,
+            mute,
+            live,
+        })
     }
 
     /// Ends the ICE session.
@@ -507,9 +556,24 @@ pub struct AudioHandle {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<AudioReport>,
     keys: mpsc::UnboundedSender<char>,
+    mute: watch::Sender<bool>,
+    live: watch::Receiver<LiveAudio>,
 }
 
 impl AudioHandle {
+    pub fn set_mute(&self, muted: bool) {
+        let _ = self.mute.send(muted);
+    }
+
+    pub fn is_muted(&self) -> bool {
+        *self.mute.borrow()
+    }
+
+    /// The running figures and levels.
+    pub fn live(&self) -> LiveAudio {
+        self.live.borrow().clone()
+    }
+
     /// Sends keys as RFC 4733 events, one after another (keys the peer did
     /// not negotiate telephone-event for, or that are not 0-9 * # A-D, are
     /// skipped).
