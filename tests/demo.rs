@@ -2,6 +2,8 @@
 //! speech — ends with a summary whose checks hold, directly and through
 //! the relay.
 
+mod common;
+
 use std::process::{Command, Stdio};
 
 fn demo(args: &[&str]) -> String {
@@ -59,7 +61,62 @@ fn the_demo_calls_with_speech_and_checks_what_arrived() {
     for file in ["alice.json", "bob.json", "bob-heard.wav", "alice-heard.wav"] {
         assert!(dir.join(file).is_file(), "no {file}");
     }
+    report_renders_in_chromium(&dir);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `icephone report --html` on the demo's real report: the page loads in
+/// headless Chromium and its script runs to the end without an error.
+fn report_renders_in_chromium(dir: &std::path::Path) {
+    let html = dir.join("alice.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_icephone"))
+        .arg("report")
+        .arg(dir.join("alice.json"))
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    for part in ["<svg", "INVITE", "180 Ringing", "host 127.0.0.1:"] {
+        assert!(page.contains(part), "no {part:?} in the page");
+    }
+    // Not a report: one clear line, exit 2.
+    let out = Command::new(env!("CARGO_BIN_EXE_icephone"))
+        .arg("report")
+        .arg(dir.join("bob-heard.wav"))
+        .args(["--html", "/dev/null"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let Some(chromium) = common::require("chromium", "report_html") else {
+        return;
+    };
+    let profile = dir.join("chromium-profile");
+    let out = Command::new(chromium)
+        .args(["--headless=new", "--no-sandbox", "--disable-gpu"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args([
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        dom.contains("data-ready=\"yes\""),
+        "the page's script did not finish: {log}"
+    );
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(":CONSOLE")).collect();
+    assert!(errors.is_empty(), "console messages: {errors:?}");
 }
 
 #[test]

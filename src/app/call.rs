@@ -23,7 +23,7 @@ use crate::net::sip_ua::UaCommand;
 use crate::sip::ua::UaEvent;
 
 /// Where a call's audio comes from and goes to, and how ICE gathers.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Args, Clone, Debug, Default)]
 pub struct MediaFlags {
     /// STUN server for server-reflexive candidates: stun:HOST[:PORT]
     /// (repeatable).
@@ -71,11 +71,11 @@ impl MediaFlags {
         }
         if self.turn.is_empty() {
             for t in &ice.turn {
-                let password = t
-                    .password()
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("[[ice.turn]] {}: no password or password_command", t.url))?;
-                self.turn_servers.push((t.url.clone(), t.user.clone(), password));
+                let password = t.password().map_err(|e| e.to_string())?.ok_or_else(|| {
+                    format!("[[ice.turn]] {}: no password or password_command", t.url)
+                })?;
+                self.turn_servers
+                    .push((t.url.clone(), t.user.clone(), password));
             }
         }
         if self.ice_policy.is_none() {
@@ -87,7 +87,8 @@ impl MediaFlags {
                 .clone()
                 .unwrap_or_else(|| ["opus", "pcmu", "pcma"].map(String::from).to_vec());
         }
-        self.mic.get_or_insert_with(|| audio.mic.clone().unwrap_or_else(|| "default".into()));
+        self.mic
+            .get_or_insert_with(|| audio.mic.clone().unwrap_or_else(|| "default".into()));
         self.speaker
             .get_or_insert_with(|| audio.speaker.clone().unwrap_or_else(|| "default".into()));
         Ok(())

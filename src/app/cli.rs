@@ -13,9 +13,13 @@ use clap::{Parser, Subcommand};
 )]
 pub struct Cli {
     /// Log filter (tracing syntax), e.g. `debug` or `icephone::ice=trace`.
-    /// Logs go to stderr. Overrides RUST_LOG.
+    /// Logs go to stderr (the phone's to its log file). Overrides RUST_LOG.
     #[arg(long, global = true)]
     pub log: Option<String>,
+    /// Without a command: the phone's configuration file (default:
+    /// ~/.config/icephone/icephone.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -145,6 +149,14 @@ pub enum Command {
     /// Load generators for STUN/TURN servers (ours or coturn): see scripts/bench-turn.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Render a call report (from `call --report`) as a self-contained HTML page.
+    Report {
+        /// The JSON call report.
+        report: std::path::PathBuf,
+        /// Where to write the page.
+        #[arg(long, value_name = "OUT.html")]
+        html: std::path::PathBuf,
+    },
     /// List the sound devices --mic and --speaker can name.
     Devices {
         /// Print one JSON array instead of text.
@@ -284,7 +296,16 @@ impl SipBenchFlags {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log.as_deref());
+    if cli.command.is_none() {
+        // The phone owns the screen: logs go to a file.
+        let path = super::phone::log_path();
+        if let Err(e) = init_file_logging(cli.log.as_deref(), &path) {
+            eprintln!("error: cannot open the log file {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    } else {
+        init_logging(cli.log.as_deref());
+    }
     // `serve` runs its core behind one lock, so a second worker thread
     // only adds cross-thread wake-ups: on one thread a packet's reader task
     // and the relay's run back to back. The clients keep two workers.
@@ -306,10 +327,11 @@ pub fn run() -> ExitCode {
         }
     };
     let Some(command) = cli.command else {
-        use clap::CommandFactory;
-        let _ = Cli::command().print_help();
-        return ExitCode::SUCCESS;
+        return runtime.block_on(super::phone::run(cli.config));
     };
+    if let Command::Report { report, html } = command {
+        return render_report(&report, &html);
+    }
     if let Command::Devices { json } = command {
         return list_devices(json);
     }
@@ -362,8 +384,8 @@ pub fn run() -> ExitCode {
     }
     runtime.block_on(async move {
         match command {
-            Command::Bench(_) | Command::Devices { .. } => {
-                unreachable!("bench and devices run without the runtime, above")
+            Command::Bench(_) | Command::Devices { .. } | Command::Report { .. } => {
+                unreachable!("bench, devices and report run without the runtime, above")
             }
             Command::Demo {
                 relay,
@@ -573,6 +595,62 @@ fn list_devices(json: bool) -> ExitCode {
         println!("{kind:8} {}{default}  {}", d.name, d.description);
     }
     ExitCode::SUCCESS
+}
+
+fn render_report(report: &std::path::Path, html: &std::path::Path) -> ExitCode {
+    let text = match std::fs::read_to_string(report) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {}: {e}", report.display());
+            return ExitCode::from(2);
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {} is not a call report: {e}", report.display());
+            return ExitCode::from(2);
+        }
+    };
+    if !value.is_object() || value.get("sip").is_none() {
+        eprintln!(
+            "error: {} is not a call report (no \"sip\" key)",
+            report.display()
+        );
+        return ExitCode::from(2);
+    }
+    match std::fs::write(html, super::report_html::render(&value)) {
+        Ok(()) => {
+            println!("wrote {}", html.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {}: {e}", html.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_file_logging(filter: Option<&str>, path: &std::path::Path) -> std::io::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+
+    let filter = match filter {
+        Some(f) => EnvFilter::new(f),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(())
 }
 
 fn init_logging(filter: Option<&str>) {

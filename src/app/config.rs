@@ -74,7 +74,11 @@ impl std::fmt::Debug for TurnEntry {
 
 impl TurnEntry {
     pub fn password(&self) -> Result<Option<String>, ConfigError> {
-        secret(&self.url, self.password.as_deref(), self.password_command.as_deref())
+        secret(
+            &self.url,
+            self.password.as_deref(),
+            self.password_command.as_deref(),
+        )
     }
 }
 
@@ -193,7 +197,11 @@ impl AccountConfig {
     /// The password: the `password` key, else the first line the
     /// `password_command` prints.
     pub fn password(&self) -> Result<Option<String>, ConfigError> {
-        secret(&self.aor, self.password.as_deref(), self.password_command.as_deref())
+        secret(
+            &self.aor,
+            self.password.as_deref(),
+            self.password_command.as_deref(),
+        )
     }
 }
 
@@ -328,10 +336,11 @@ mod example {
         assert_eq!(c.ice.turn[0].password().unwrap().as_deref(), Some("s3cret"));
         assert!(!format!("{:?}", c.ice.turn[0]).contains("s3cret"));
         assert_eq!(c.audio.mic.as_deref(), Some("tone:440"));
-        let err = parse("[ice]\npolicy = \"sometimes\"\n").unwrap_err().to_string();
+        let err = parse("[ice]\npolicy = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 2"), "{err}");
         let err = parse("[audio]\n\nvolume = 3\n").unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("volume"), "{err}");
     }
-
 }

@@ -1,4 +1,5 @@
-//! The product surface: command line, reports, configuration.
+//! The product surface: the interactive phone, command line, reports,
+//! configuration.
 //!
 //! Owns: argument parsing, what a person reads on the terminal and in JSON,
 //! exit codes. Must not touch: protocol logic (the cores) or socket
@@ -14,8 +15,11 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod nat_check;
+pub mod phone;
+pub mod phone_view;
 pub mod register;
 pub mod report;
+pub mod report_html;
 pub mod server_addr;
 pub mod turn_probe;
 

@@ -407,7 +407,11 @@ impl CallMedia {
 
     fn on_event(&mut self, event: IceEvent) {
         match event {
-            IceEvent::SelectedPair { local, remote, component } => {
+            IceEvent::SelectedPair {
+                local,
+                remote,
+                component,
+            } => {
                 let after = self.checks_started.map(|t| t.elapsed()).unwrap_or_default();
                 self.checks.push(CheckEvent {
                     at: Instant::now(),

@@ -225,7 +225,7 @@ cmd_up() {
     [[ $(id -u) == 0 ]] || die "must run as root"
 
     cmd_down "$lab"
-    trap 'echo "lab.sh: up failed at line $LINENO; cleaning up" >&2; cmd_down "$lab"; exit 1' ERR
+    trap 'echo "lab.sh: up failed (${BASH_COMMAND}); cleaning up" >&2; cmd_down "$lab"; exit 1' ERR
 
     local lan1=10.$lab.1 lan2=10.$lab.2
     local inet
