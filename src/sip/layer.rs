@@ -121,6 +121,24 @@ impl TransactionLayer {
     /// fresh branch. ACK is not a transaction: use [`Self::send_stateless`].
     pub fn send_request(&mut self, now: Instant, target: Target, request: Request) -> ClientId {
         let (target, request) = congestion_safe(target, request);
+        self.start_client(now, target, request)
+    }
+
+    /// As [`Self::send_request`], over `target`'s transport whatever the
+    /// size: for a flow a client registered from (RFC 5626 §5.3). Behind a
+    /// NAT, the UDP flow is the only way in — a TCP connection to the NAT's
+    /// address is refused — so a large INVITE goes there over UDP, and IP
+    /// fragmentation is the lesser evil.
+    pub fn send_request_on_flow(
+        &mut self,
+        now: Instant,
+        target: Target,
+        request: Request,
+    ) -> ClientId {
+        self.start_client(now, target, request)
+    }
+
+    fn start_client(&mut self, now: Instant, target: Target, request: Request) -> ClientId {
         let branch = request
             .top_via()
             .ok()

@@ -562,7 +562,12 @@ impl Proxy {
         }
         let branch = self.mint_branch(upstream);
         req.headers.insert_first("Via", our_via(out, &branch));
-        self.layer.send_request(now, hop.target, req.clone());
+        if hop.local {
+            self.layer
+                .send_request_on_flow(now, hop.target, req.clone());
+        } else {
+            self.layer.send_request(now, hop.target, req.clone());
+        }
         self.stats.forwarded += 1;
         let deadline = is_invite.then(|| (now + self.config.timer_c, Deadline::TimerC));
         self.by_server.insert(id.clone(), branch.clone());
@@ -645,8 +650,9 @@ impl Proxy {
         for route in invite.headers.get_all("Route") {
             cancel.headers.push("Route", route);
         }
+        // The CANCEL follows its INVITE: same flow, same transport.
         let target = p.downstream;
-        self.layer.send_request(now, target, cancel);
+        self.layer.send_request_on_flow(now, target, cancel);
     }
 
     /// An ACK outside any transaction — for a 2xx, end to end — goes on

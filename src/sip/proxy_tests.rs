@@ -1339,3 +1339,36 @@ fn ipv6_flows_get_ipv6_vias() {
     );
     assert_eq!(fwd.top_via().unwrap().sent_by(), "[2001:db8::1]:5060");
 }
+
+/// A UA behind a NAT that registered over UDP is reachable only through
+/// that flow: a large INVITE (ICE candidates make SDP long) still goes
+/// there over UDP, not over a TCP connection the NAT would refuse.
+#[test]
+fn a_large_invite_reaches_a_udp_registered_user_over_its_udp_flow() {
+    let mut net = Net::new();
+    let mut alice = Ua::alice();
+    let mut bob = Ua::bob();
+    alice.register_contact(&mut net);
+    bob.register_contact(&mut net);
+    let first = alice.invite("sip:bob@example.com", "big-1@test");
+    let challenge = one_response(&net.request(alice.flow(), &first), ALICE_AT);
+    let _ = net.request(alice.flow(), &ack_for(&first, &challenge));
+    let mut second = alice.invite("sip:bob@example.com", "big-1@test");
+    second.body = format!(
+        "v=0\r\n{}",
+        "a=candidate:1 1 udp 2130706431 10.0.0.1 4000 typ host\r\n".repeat(40)
+    )
+    .into_bytes();
+    second
+        .headers
+        .set("Content-Length", second.body.len().to_string());
+    alice.authorize(&mut second, &challenge, true);
+    let sent = net.request(alice.flow(), &second);
+    let fwd = sent
+        .iter()
+        .find(|t| t.target.addr == bob.flow().addr)
+        .expect("forwarded to bob");
+    assert!(fwd.bytes.len() > 1300, "{} bytes", fwd.bytes.len());
+    assert_eq!(fwd.target, udp(BOB_AT), "over bob's UDP flow");
+    assert_eq!(as_request(fwd).top_via().unwrap().transport, "UDP");
+}

@@ -1,0 +1,391 @@
+//! Ring 3: real calls across real Linux NATs. `tests/natlab/lab.sh` builds
+//! hosts and NAT routers as network namespaces joined by veth pairs, with
+//! nftables doing the NAT (see tests/natlab/README.md); here real icephone
+//! processes — `serve` on the simulated internet, bob behind one router,
+//! alice behind the other — make a call in each scenario, and the call
+//! reports say which pair ICE selected and how much audio arrived.
+//!
+//! Needs root (namespaces, nftables): without it every test says so and
+//! passes as skipped, except in CI, where it fails. Each test has a lab of
+//! its own (its LAB_ID names its namespaces and LAN subnets), so they run
+//! in parallel; every lab is taken down when its test ends, failed or not.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::Background;
+use icephone::audio::analysis::tone_level;
+use serde_json::Value;
+
+const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/natlab/lab.sh");
+const SERVER: &str = "203.0.113.10";
+
+/// Root and the tools, or a visible skip (never in CI).
+fn can_run(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let nft = common::which("nft").is_some();
+    if root && nft {
+        return true;
+    }
+    let why = if root {
+        "nft (nftables) is missing"
+    } else {
+        "it needs root"
+    };
+    assert!(std::env::var_os("CI").is_none(), "{test}: {why} in CI");
+    eprintln!("SKIPPED {test}: {why} (run scripts/setup, as root)");
+    false
+}
+
+/// A lab, taken down when dropped.
+struct Lab {
+    id: u8,
+}
+
+impl Lab {
+    fn up(id: u8, scenario: &str, loss: u8) -> Lab {
+        let out = Command::new(LAB)
+            .args(["up", &id.to_string(), scenario])
+            .env("LOSS", loss.to_string())
+            .output()
+            .expect("run lab.sh");
+        let lab = Lab { id };
+        assert!(
+            out.status.success(),
+            "lab.sh up {id} {scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    /// `program args` inside `host`'s namespace (lab.sh execs into it, so
+    /// the PID is the program's own).
+    fn command(&self, host: &str, args: &[String]) -> Command {
+        let mut cmd = Command::new(LAB);
+        cmd.args(["exec", &self.id.to_string(), host, "--"])
+            .arg(env!("CARGO_BIN_EXE_icephone"))
+            .args(args);
+        cmd
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new(LAB)
+            .args(["down", &self.id.to_string()])
+            .status();
+    }
+}
+
+/// How the two phones reach the servers in a scenario.
+struct Setup {
+    /// `udp` or `tcp` to the registrar.
+    sip: &'static str,
+    /// Appended to the TURN URL (`?transport=tcp`).
+    turn_query: &'static str,
+    /// Extra flags for both phones.
+    both: &'static [&'static str],
+}
+
+const PLAIN: Setup = Setup {
+    sip: "udp",
+    turn_query: "",
+    both: &[],
+};
+
+/// What a call across the lab left behind.
+struct Outcome {
+    alice: Value,
+    bob: Value,
+    alice_heard: Vec<i16>,
+    bob_heard: Vec<i16>,
+    dir: PathBuf,
+}
+
+impl Outcome {
+    fn pair(&self, who: &Value) -> (String, String) {
+        let sel = &who["ice"]["selected_pair"];
+        let kind = |c: &Value| c["type"].as_str().unwrap_or("-").to_owned();
+        (kind(&sel["local"]), kind(&sel["remote"]))
+    }
+
+    /// Both sides heard the other's tone for most of the call.
+    fn audio_both_ways(&self, share: f64) {
+        for (heard, hz, who) in [
+            (&self.alice_heard, 880.0, "alice"),
+            (&self.bob_heard, 440.0, "bob"),
+        ] {
+            let frames: Vec<&[i16]> = heard.chunks_exact(960).collect();
+            let clear = frames.iter().filter(|f| tone_level(f, hz) >= 0.5).count();
+            let need = (share * 150.0) as usize; // 3 s of call = 150 frames
+            assert!(
+                clear >= need,
+                "{who} heard {hz} Hz in {clear} frames (want {need}); reports in {}",
+                self.dir.display()
+            );
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "alice {:?} ice {} ms audio {} ms; bob {:?}",
+            self.pair(&self.alice),
+            self.alice["timing"]["answer_to_ice_connected_ms"],
+            self.alice["timing"]["answer_to_first_audio_ms"],
+            self.pair(&self.bob)
+        )
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn read_wav(path: &Path) -> Vec<i16> {
+    hound::WavReader::open(path)
+        .map(|r| r.into_samples::<i16>().map_while(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// `serve` on the internet, bob (tone 880) registered from b, alice (tone
+/// 440) calls him from a for three seconds.
+fn call_across(lab: &Lab, setup: &Setup) -> Outcome {
+    let dir =
+        std::env::temp_dir().join(format!("icephone-natlab-{}-{}", lab.id, std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = |v: &str| v.to_owned();
+    let mut serve = Background::spawn(
+        &mut lab.command(
+            "server",
+            &[
+                "serve",
+                "--listen",
+                SERVER,
+                "--port",
+                "3478",
+                "--sip-port",
+                "5060",
+                "--realm",
+                "lab.test",
+            ]
+            .map(s)
+            .into_iter()
+            .chain(["--user", "alice:pw1", "--user", "bob:pw2"].map(s))
+            .collect::<Vec<_>>(),
+        ),
+    );
+    serve.wait_line("listening ", Duration::from_secs(15));
+    let registrar = format!("sip:{SERVER}:5060;transport={}", setup.sip);
+    let phone =
+        |user: &str, password: &str, tone: &str, heard: &Path, report: &Path| -> Vec<String> {
+            let mut args: Vec<String> = vec![
+                "--aor".into(),
+                format!("sip:{user}@lab.test"),
+                "--password".into(),
+                password.into(),
+                "--registrar".into(),
+                registrar.clone(),
+                "--mic".into(),
+                format!("tone:{tone}"),
+                "--speaker".into(),
+                format!("file:{}", heard.display()),
+                "--stun".into(),
+                format!("stun:{SERVER}:3478"),
+                "--turn".into(),
+                format!("turn:{SERVER}:3478{}", setup.turn_query),
+                "--turn-user".into(),
+                user.into(),
+                "--turn-password".into(),
+                password.into(),
+                "--report".into(),
+                report.display().to_string(),
+            ];
+            args.extend(setup.both.iter().map(|f| f.to_string()));
+            args
+        };
+    let (bob_heard, bob_report) = (dir.join("bob.wav"), dir.join("bob.json"));
+    let mut bob_args = vec!["register".to_owned(), "--auto-answer".into()];
+    bob_args.extend(phone("bob", "pw2", "880", &bob_heard, &bob_report));
+    let mut bob = Background::spawn(&mut lab.command("b", &bob_args));
+    bob.wait_line("registered ", Duration::from_secs(15));
+
+    let (alice_heard, alice_report) = (dir.join("alice.wav"), dir.join("alice.json"));
+    let mut alice_args = vec![
+        "call".to_owned(),
+        "sip:bob@lab.test".into(),
+        "--hangup-after".into(),
+        "3".into(),
+    ];
+    alice_args.extend(phone("alice", "pw1", "440", &alice_heard, &alice_report));
+    let child = lab
+        .command("a", &alice_args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_bounded(child, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "alice: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bob.wait_line("call 1 report written", Duration::from_secs(10));
+    let (status, stderr) = bob.terminate(Duration::from_secs(10));
+    assert!(status.success(), "bob: {stderr}");
+    let read = |p: &Path| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    };
+    Outcome {
+        alice: read(&alice_report),
+        bob: read(&bob_report),
+        alice_heard: read_wav(&alice_heard),
+        bob_heard: read_wav(&bob_heard),
+        dir,
+    }
+}
+
+fn scenario(test: &str, id: u8, name: &str, loss: u8, setup: &Setup) -> Option<Outcome> {
+    if !can_run(test) {
+        return None;
+    }
+    let started = Instant::now();
+    let lab = Lab::up(id, name, loss);
+    let outcome = call_across(&lab, setup);
+    eprintln!(
+        "{test}: {} ({:.1} s)",
+        outcome.summary(),
+        started.elapsed().as_secs_f64()
+    );
+    Some(outcome)
+}
+
+#[test]
+fn no_nat_selects_host_to_host() {
+    let Some(o) = scenario("no_nat", 1, "none", 0, &PLAIN) else {
+        return;
+    };
+    assert_eq!(
+        o.pair(&o.alice),
+        ("host".into(), "host".into()),
+        "{}",
+        o.summary()
+    );
+    o.audio_both_ways(0.8);
+}
+
+#[test]
+fn endpoint_independent_nats_connect_directly_without_a_relay() {
+    let Some(o) = scenario("eim_nats", 2, "eim", 0, &PLAIN) else {
+        return;
+    };
+    let (local, remote) = o.pair(&o.alice);
+    assert!(local != "relay" && remote != "relay", "{}", o.summary());
+    assert!(
+        ["srflx", "prflx"].contains(&local.as_str()),
+        "{}",
+        o.summary()
+    );
+    o.audio_both_ways(0.8);
+}
+
+#[test]
+fn symmetric_nats_connect_through_the_relay() {
+    let Some(o) = scenario("sym_nats", 3, "sym", 0, &PLAIN) else {
+        return;
+    };
+    let (local, remote) = o.pair(&o.alice);
+    assert!(local == "relay" || remote == "relay", "{}", o.summary());
+    o.audio_both_ways(0.8);
+}
+
+#[test]
+fn symmetric_against_endpoint_independent_finds_a_way() {
+    let Some(o) = scenario("mixed_nats", 4, "mixed", 0, &PLAIN) else {
+        return;
+    };
+    // Whatever ICE found is in the report, and audio flows both ways.
+    assert_ne!(o.pair(&o.alice).0, "-", "{}", o.summary());
+    o.audio_both_ways(0.8);
+}
+
+#[test]
+fn two_hosts_behind_one_nat_talk_over_the_lan() {
+    let Some(o) = scenario("same_lan", 5, "samelan", 0, &PLAIN) else {
+        return;
+    };
+    assert_eq!(
+        o.pair(&o.alice),
+        ("host".into(), "host".into()),
+        "{}",
+        o.summary()
+    );
+    let local = o.alice["ice"]["selected_pair"]["local"]["address"]
+        .as_str()
+        .unwrap_or("");
+    assert!(local.starts_with("10.5.1."), "{}", o.summary());
+    o.audio_both_ways(0.8);
+}
+
+#[test]
+fn with_udp_blocked_turn_over_tcp_carries_the_call() {
+    let setup = Setup {
+        sip: "tcp",
+        turn_query: "?transport=tcp",
+        both: &[],
+    };
+    let Some(o) = scenario("udp_blocked", 6, "udpblock", 0, &setup) else {
+        return;
+    };
+    let local = &o.alice["ice"]["selected_pair"]["local"];
+    assert_eq!(local["type"], "relay", "{}", o.summary());
+    assert_eq!(local["relay"]["transport"], "tcp", "{}", o.summary());
+    o.audio_both_ways(0.8);
+}
+
+#[test]
+fn the_relay_policy_offers_and_uses_relayed_candidates_only() {
+    let setup = Setup {
+        sip: "udp",
+        turn_query: "",
+        both: &["--ice-policy", "relay"],
+    };
+    let Some(o) = scenario("relay_policy", 7, "eim", 0, &setup) else {
+        return;
+    };
+    assert_eq!(
+        o.pair(&o.alice),
+        ("relay".into(), "relay".into()),
+        "{}",
+        o.summary()
+    );
+    for who in [&o.alice, &o.bob] {
+        for c in who["ice"]["local_candidates"].as_array().unwrap() {
+            assert_eq!(c["type"], "relay", "{c}");
+        }
+    }
+    o.audio_both_ways(0.8);
+}
+
+#[test]
+fn two_percent_loss_on_the_internet_links_keeps_the_call_intelligible() {
+    let Some(o) = scenario("lossy", 8, "eim", 2, &PLAIN) else {
+        return;
+    };
+    // FEC and concealment: most frames still carry the tone.
+    o.audio_both_ways(0.7);
+    let lost = o.alice["rtp"]["packets_lost"].as_i64().unwrap_or(0);
+    assert!(lost < 20, "{lost} lost of 150 at 2 %: {}", o.summary());
+}
