@@ -96,6 +96,11 @@ pub enum Command {
         /// Shortest SIP registration accepted, in seconds (423 below).
         #[arg(long, default_value_t = 60)]
         min_expires: u32,
+        /// Digest algorithms the registrar and proxy challenge with, most
+        /// preferred first: sha-256,md5 (default). `md5` alone for clients
+        /// that only try the first challenge (baresip 1.0).
+        #[arg(long, value_delimiter = ',', value_name = "ALGS")]
+        sip_digest: Vec<String>,
     },
     /// Register a SIP account, keep it registered until Ctrl-C or SIGTERM, then unregister.
     Register {
@@ -419,7 +424,21 @@ pub fn run() -> ExitCode {
                 sip_tls_port,
                 no_sip,
                 min_expires,
+                sip_digest,
             } => {
+                let mut digest = Vec::new();
+                for name in &sip_digest {
+                    match crate::sip::digest::DigestAlgorithm::parse(Some(name.trim())) {
+                        Some(
+                            a @ (crate::sip::digest::DigestAlgorithm::Md5
+                            | crate::sip::digest::DigestAlgorithm::Sha256),
+                        ) => digest.push(a),
+                        _ => {
+                            eprintln!("error: --sip-digest: {name:?} is not md5 or sha-256");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
                 let rfc5780 = listen.len() >= 2;
                 let listen = if listen.is_empty() {
                     crate::net::interfaces::host_addresses(Default::default()).unwrap_or_default()
@@ -469,6 +488,7 @@ pub fn run() -> ExitCode {
                         port: sip_port,
                         min_expires,
                         tls_port: sip_tls_port,
+                        digest,
                     }),
                 };
                 match crate::server::run(config).await {

@@ -84,6 +84,7 @@ async fn start_servers() -> Result<Servers, String> {
         users: passwords.clone(),
         min_expires: 60,
         tls: None,
+        digest: Vec::new(),
     })
     .await
     .map_err(|e| format!("cannot start the SIP registrar: {e}"))?;

@@ -61,7 +61,7 @@ pub struct ServeConfig {
     pub sip: Option<SipSettings>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SipSettings {
     /// UDP and TCP; 0 picks a free one.
     pub port: u16,
@@ -70,6 +70,8 @@ pub struct SipSettings {
     /// Port of SIP over TLS, served when `ServeConfig::tls` has a
     /// certificate; 0 picks a free one.
     pub tls_port: u16,
+    /// Digest algorithms challenged with, preferred first.
+    pub digest: Vec<crate::sip::digest::DigestAlgorithm>,
 }
 
 #[derive(Clone)]
@@ -737,6 +739,7 @@ pub async fn run(config: ServeConfig) -> Result<(), ServeError> {
                 realm: config.turn.realm.clone(),
                 users: config.turn.users.clone(),
                 min_expires: settings.min_expires,
+                digest: settings.digest.clone(),
                 tls: config
                     .tls
                     .as_ref()

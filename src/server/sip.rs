@@ -30,6 +30,9 @@ pub struct SipServerConfig {
     pub min_expires: u32,
     /// SIP over TLS on this port (0: a free one) with this certificate.
     pub tls: Option<(Arc<rustls::ServerConfig>, u16)>,
+    /// Digest algorithms to challenge with, preferred first (empty: SHA-256
+    /// then MD5).
+    pub digest: Vec<crate::sip::digest::DigestAlgorithm>,
 }
 
 pub struct SipServer {
@@ -89,6 +92,9 @@ impl SipServer {
         }));
         let mut registrar = RegistrarConfig::new(&config.realm, config.users);
         registrar.min_expires = config.min_expires;
+        if !config.digest.is_empty() {
+            registrar.digest = config.digest.clone();
+        }
         let proxy = Proxy::new(ProxyConfig::new(registrar, local), StdRng::from_os_rng());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(run(proxy, sockets, rx, stopped, forwarders));

@@ -1372,3 +1372,31 @@ fn a_large_invite_reaches_a_udp_registered_user_over_its_udp_flow() {
     assert_eq!(fwd.target, udp(BOB_AT), "over bob's UDP flow");
     assert_eq!(as_request(fwd).top_via().unwrap().transport, "UDP");
 }
+
+/// `serve --sip-digest md5`: clients that only try the first challenge
+/// (baresip 1.0) see MD5 alone.
+#[test]
+fn the_challenge_order_follows_the_configuration() {
+    let challenge_algorithms = |net: &mut Net| -> Vec<String> {
+        let mut alice = Ua::alice();
+        let req = alice.register("sip:alice@198.51.100.7:5060", Some(300));
+        let resp = one_response(&net.request(alice.flow(), &req), ALICE_AT);
+        assert_eq!(resp.code, 401);
+        resp.headers
+            .get_all("WWW-Authenticate")
+            .iter()
+            .map(|c| {
+                let c = c.to_ascii_uppercase();
+                if c.contains("SHA-256") {
+                    "SHA-256".to_owned()
+                } else {
+                    "MD5".to_owned()
+                }
+            })
+            .collect()
+    };
+    assert_eq!(challenge_algorithms(&mut Net::new()), ["SHA-256", "MD5"]);
+    let mut md5_only =
+        Net::with(|c| c.registrar.digest = vec![crate::sip::digest::DigestAlgorithm::Md5]);
+    assert_eq!(challenge_algorithms(&mut md5_only), ["MD5"]);
+}

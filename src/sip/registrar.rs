@@ -65,6 +65,9 @@ pub struct RegistrarConfig {
     pub nonce_lifetime: Duration,
     /// Bindings kept per user; see the module doc.
     pub max_bindings: usize,
+    /// The digest algorithms challenged with, most preferred first. Some
+    /// clients (baresip 1.0) try only the first challenge of a 401.
+    pub digest: Vec<DigestAlgorithm>,
 }
 
 impl RegistrarConfig {
@@ -80,6 +83,7 @@ impl RegistrarConfig {
             default_expires: 3600,
             nonce_lifetime: Duration::from_secs(300),
             max_bindings: 10,
+            digest: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
         }
     }
 }
@@ -98,6 +102,7 @@ impl fmt::Debug for RegistrarConfig {
             .field("default_expires", &self.default_expires)
             .field("nonce_lifetime", &self.nonce_lifetime)
             .field("max_bindings", &self.max_bindings)
+            .field("digest", &self.digest)
             .finish()
     }
 }
@@ -137,6 +142,7 @@ pub struct ServerAuth {
     /// Time origin of nonce stamps: the first instant we were handed.
     epoch: Option<Instant>,
     lifetime: Duration,
+    algorithms: Vec<DigestAlgorithm>,
 }
 
 enum NonceState {
@@ -162,6 +168,7 @@ impl ServerAuth {
             secret,
             epoch: None,
             lifetime,
+            algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
         }
     }
 
@@ -169,11 +176,20 @@ impl ServerAuth {
         &self.realm
     }
 
-    /// The challenges of a 401/407: SHA-256 first, then MD5 for older
-    /// clients (RFC 8760 §2.4), both `qop="auth"` with one fresh nonce.
+    /// Which algorithms to challenge with, in order (an empty list keeps
+    /// the default).
+    pub fn set_algorithms(&mut self, algorithms: Vec<DigestAlgorithm>) {
+        if !algorithms.is_empty() {
+            self.algorithms = algorithms;
+        }
+    }
+
+    /// The challenges of a 401/407: by default SHA-256 first, then MD5 for
+    /// older clients (RFC 8760 §2.4), all `qop="auth"` with one fresh nonce.
     pub fn challenges(&mut self, now: Instant, client: SocketAddr, stale: bool) -> Vec<Challenge> {
         let nonce = self.mint(now, client);
-        [DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        self.algorithms
+            .clone()
             .into_iter()
             .map(|algorithm| {
                 let mut c = Challenge::new("Digest");
@@ -340,12 +356,13 @@ pub struct Registrar {
 
 impl Registrar {
     pub fn new(config: RegistrarConfig, mut rng: StdRng) -> Self {
-        let auth = ServerAuth::new(
+        let mut auth = ServerAuth::new(
             &config.realm,
             config.users.clone(),
             config.nonce_lifetime,
             &mut rng,
         );
+        auth.set_algorithms(config.digest.clone());
         Registrar {
             config,
             auth,
