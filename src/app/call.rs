@@ -17,7 +17,6 @@ use super::report::{finish_report, CallInfo, CallReport, Moments};
 use super::server_addr::{parse_stun_server, parse_turn_server, resolve};
 use crate::audio::io::{Sink, Source};
 use crate::call::audio::AudioReport;
-use crate::call::media::SelectedPair;
 use crate::call::{CallMedia, MediaError, MediaOptions};
 use crate::net::sip_ua::UaCommand;
 use crate::sip::ua::UaEvent;
@@ -366,17 +365,27 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
                     moments.answer = Some(Instant::now());
                     report.record(&moments, "200 OK", false);
                     report.record(&moments, "ACK", true);
-                    match connect(&mut media, &body).await {
+                    // The audio starts with the answer: its packets go out
+                    // as soon as ICE has a valid pair, before nomination
+                    // (RFC 8445 §12.1), and not at all before one.
+                    let applied = media.apply_answer(&body);
+                    if applied.is_ok() {
+                        if let Some((source, sink)) = audio_io.take() {
+                            audio = media.start_audio(source, sink);
+                            moments.audio_started = Some(Instant::now());
+                        }
+                    }
+                    let connected = match applied {
+                        Ok(()) => media.connected(Duration::from_secs(15)).await,
+                        Err(e) => Err(e),
+                    };
+                    match connected {
                         Ok(pair) => {
                             println!("{}", describe_pair(&pair));
                             moments.ice_connected = Some(Instant::now());
                             selected = Some(pair);
-                            if let Some((source, sink)) = audio_io.take() {
-                                audio = media.start_audio(source, sink);
-                                moments.audio_started = Some(Instant::now());
-                                if let (Some(a), Some(keys)) = (&audio, &args.dtmf) {
-                                    a.send_dtmf(keys);
-                                }
+                            if let (Some(a), Some(keys)) = (&audio, &args.dtmf) {
+                                a.send_dtmf(keys);
                             }
                         }
                         Err(e) => {
@@ -471,8 +480,3 @@ enum Change {
     RestartIce,
 }
 
-/// Reads the callee's answer and waits for ICE to select a pair.
-async fn connect(media: &mut CallMedia, answer: &[u8]) -> Result<SelectedPair, MediaError> {
-    media.apply_answer(answer)?;
-    media.connected(Duration::from_secs(15)).await
-}

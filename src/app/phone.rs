@@ -445,8 +445,13 @@ impl Running {
         update_call(&ctx.state, id, |c| c.held = held);
     }
 
-    /// Connected: the pair on screen, the audio started.
+    /// The audio starts (its packets leave once ICE has a valid pair), then
+    /// the selected pair goes on screen.
     async fn start_audio(&mut self, ctx: &CallCtx, id: u64) {
+        match ctx.audio.open().await {
+            Ok((source, sink)) => self.audio = self.media.start_audio(source, sink),
+            Err(e) => update(&ctx.state, |s| s.notice = format!("no audio: {e}")),
+        }
         match self.media.connected(Duration::from_secs(15)).await {
             Ok(pair) => {
                 let relays = self.media.relays();
@@ -461,10 +466,6 @@ impl Running {
                     c.status = CallStatus::Active;
                     c.since = Some(Instant::now());
                 });
-                match ctx.audio.open().await {
-                    Ok((source, sink)) => self.audio = self.media.start_audio(source, sink),
-                    Err(e) => update(&ctx.state, |s| s.notice = format!("no audio: {e}")),
-                }
             }
             Err(e) => {
                 update(&ctx.state, |s| s.notice = e.to_string());

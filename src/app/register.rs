@@ -313,8 +313,23 @@ async fn answer_call(a: AnswerCall) {
         m.answer = Some(Instant::now());
         r.record(m, "200 OK", true);
     }
-    let mut running = None;
     let mut selected = None;
+    // The audio starts now: its packets go out as soon as ICE has a valid
+    // pair, before nomination (RFC 8445 §12.1), and not at all before one.
+    let mut running = match opening.await {
+        Ok(Ok((source, sink))) => media.start_audio(source, sink),
+        Ok(Err(e)) => {
+            println!("call {}: no audio: {e}", call.0);
+            None
+        }
+        Err(e) => {
+            println!("call {}: no audio: {e}", call.0);
+            None
+        }
+    };
+    if let (Some(_), Some((_, m))) = (&running, timeline.as_mut()) {
+        m.audio_started = Some(Instant::now());
+    }
     tokio::select! {
         connected = media.connected(Duration::from_secs(15)) => match connected {
             Ok(pair) => {
@@ -323,18 +338,13 @@ async fn answer_call(a: AnswerCall) {
                     m.ice_connected = Some(Instant::now());
                 }
                 selected = Some(pair);
-                match opening.await {
-                    Ok(Ok((source, sink))) => {
-                        running = media.start_audio(source, sink);
-                        if let Some((_, m)) = timeline.as_mut() {
-                            m.audio_started = Some(Instant::now());
-                        }
-                    }
-                    Ok(Err(e)) => println!("call {}: no audio: {e}", call.0),
-                    Err(e) => println!("call {}: no audio: {e}", call.0),
+            }
+            Err(e) => {
+                println!("call {}: {e}", call.0);
+                if let Some(a) = running.take() {
+                    a.stop().await;
                 }
             }
-            Err(e) => println!("call {}: {e}", call.0),
         },
         _ = ended.changed() => {}
     }

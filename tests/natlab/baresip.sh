@@ -115,7 +115,7 @@ EOF
 ) || die "cannot read $mic as WAV"
 [[ $mic_width == 2 ]] || die "mic WAV must be 16-bit PCM"
 mic=$(cd "$(dirname "$mic")" && pwd)/$(basename "$mic")
-if ((mic_secs < wait + seconds)); then
+if ((mic_secs < seconds + 15)); then
     echo "baresip.sh: note: mic WAV is ${mic_secs}s; aufile stops at its end (no loop)" >&2
 fi
 
@@ -171,8 +171,21 @@ if [[ $role == caller ]]; then
     args+=(-e "/dial $peer")
 fi
 
+# baresip's log has no timestamps: line-buffer it (stdbuf) and prefix every line with the
+# seconds since start, through a FIFO so that $pid stays baresip's own PID.
+fifo=$out/.baresip.fifo
+rm -f "$fifo"
+mkfifo "$fifo"
 start=$(date +%s%N)
-"$lab" exec "$id" "$host" -- "$bin" "${args[@]}" </dev/null >"$log" 2>&1 &
+python3 -u -c '
+import sys, time
+t0 = int(sys.argv[1]) / 1e9
+for raw in sys.stdin.buffer:
+    sys.stdout.write("%9.3f %s" % (time.time() - t0, raw.decode("utf-8", "replace")))
+    sys.stdout.flush()
+' "$start" <"$fifo" >"$log" &
+stamper=$!
+"$lab" exec "$id" "$host" -- stdbuf -oL -eL "$bin" "${args[@]}" </dev/null >"$fifo" 2>&1 &
 pid=$!
 
 alive() { kill -0 "$pid" 2>/dev/null; }
@@ -182,24 +195,39 @@ stop() {
     for ((i = 0; i < 50; i++)); do alive || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    for ((i = 0; i < 20; i++)); do kill -0 "$stamper" 2>/dev/null || break; sleep 0.1; done
+    kill "$stamper" 2>/dev/null || true
+    wait "$stamper" 2>/dev/null || true
+    rm -f "$fifo"
 }
 trap 'stop' EXIT
 now() { echo $((($(date +%s%N) - start) / 1000000)); }
 seen() { grep -qE -- "$1" "$log" 2>/dev/null; }
+MEDIA_RE="incoming rtp for 'audio' established|audio tx pipeline"
+CLOSED_RE="session closed|Call failed|terminated \(duration"
 
 # Phase 1: until established (or closed/failed), bounded by --wait.
 deadline=$(($(now) + wait * 1000))
 est_ms=""
 while alive && (($(now) < deadline)); do
     if seen "Call established"; then est_ms=$(now); break; fi
-    seen "Call failed|session closed|Call terminated|call: (hangup|closed)" && break
+    seen "$CLOSED_RE" && break
     sleep 0.1
 done
-# Phase 2: N seconds in the call, unless the far end hangs up first.
+# Phase 2: N seconds from the start of media (baresip starts audio only once ICE has
+# concluded, seconds after the 200 OK), or from the 200 OK while media has not started,
+# for at most --wait more seconds; earlier if the far end hangs up.
 if [[ -n $est_ms ]]; then
-    deadline=$((est_ms + seconds * 1000))
-    while alive && (($(now) < deadline)); do
-        seen "session closed|Call terminated|Call closed|closed:" && break
+    hard=$((est_ms + (wait + seconds) * 1000))
+    media_ms=""
+    while alive && (($(now) < hard)); do
+        [[ -z $media_ms ]] && seen "$MEDIA_RE" && media_ms=$(now)
+        if [[ -n $media_ms ]]; then
+            (($(now) >= media_ms + seconds * 1000)) && break
+        elif (($(now) >= est_ms + seconds * 1000)) && ! seen "starting connectivity checks"; then
+            break # no ICE checks running (e.g. ice-mismatch): nothing more will start
+        fi
+        seen "$CLOSED_RE" && break
         sleep 0.1
     done
 fi
@@ -207,10 +235,13 @@ stop
 trap - EXIT
 
 # ---------------------------------------------------------------- facts from the log
-# (baresip 1.0 -v line formats; see README.md "baresip")
-first() { grep -m1 -oE -- "$1" "$log" 2>/dev/null || true; }
+# (baresip 1.0 -v line formats; every line is prefixed with seconds since start)
+# t RE: the time (s) of the first line matching RE, or empty.
+t() { grep -m1 -E -- "$1" "$log" 2>/dev/null | awk '{print $1}' || true; }
+# ms_between T0 T1
+ms_between() { [[ -n $1 && -n $2 ]] && awk -v a="$1" -v b="$2" 'BEGIN{printf "%d", (b-a)*1000}' || echo -; }
 registered=no
-seen "\{0/(UDP|TCP)/v4\}.*200 OK|: 200 OK \(|registered successfully|REGISTER.* 200" && registered=yes
+seen "\{0/(UDP|TCP)/v4\} 200 OK" && registered=yes
 established=no
 [[ -n $est_ms ]] && established=yes
 ice=none
@@ -218,19 +249,27 @@ if seen "ice-mismatch|ICE not supported by peer"; then ice=mismatch
 elif seen "connectivity check failed"; then ice=failed
 elif seen "connectivity check is complete"; then ice=ok
 fi
-closed=$(first "(session closed|Call terminated)[^\r]*" | head -1)
+# The pair ICE selected: the starred line of baresip's "Valid list" dump.
+pair=$(grep -m1 -E '^ *[0-9.]+ +\* +\{comp=1\}' "$log" | sed -E 's/.*\} [^ ]*:([a-z]+):([0-9.:]+) <---> ([a-z]+):([0-9.:]+).*/\1(\2)<->\3(\4)/' || true)
+t_inv=$(t "[0-9] INVITE sip:") # the first INVITE, sent or received (needs the SIP trace)
+t_200=$(t "Call established")
+t_ice=$(t "connectivity check is complete|ICE not supported by peer|connectivity check failed")
+t_rx=$(t "incoming rtp for 'audio' established")
+t_tx=$(t "audio tx pipeline")
+closed=$(grep -m1 -oE "(session closed|Call failed)[^\r]*" "$log" | head -1 || true)
 dec=$(ls -1 "$rec"/dump-*-dec.wav 2>/dev/null | tail -1 || true)
 enc=$(ls -1 "$rec"/dump-*-enc.wav 2>/dev/null | tail -1 || true)
 wavsecs() {
     [[ -n $1 && -s $1 ]] || { echo 0; return; }
     python3 -c 'import sys,wave; w=wave.open(sys.argv[1]); print("%.2f" % (w.getnframes()/w.getframerate()))' "$1" 2>/dev/null || echo 0
 }
-# RTCP/X-RTP-Stat (rtp_stats yes puts it in the BYE / its 200): RX=... TX=... packet counts.
-xrtp=$(grep -oE "X-RTP-Stat: [^\r]*" "$log" | tail -1 || true)
-rtp_rx=$(sed -nE 's/.*RX=([0-9]+).*/\1/p' <<<"$xrtp")
-rtp_tx=$(sed -nE 's/.*TX=([0-9]+).*/\1/p' <<<"$xrtp")
+# The table baresip prints when the audio stream is destroyed:
+#   "packets:   <tx>   <rx>"
+read -r rtp_tx rtp_rx < <(grep -m1 -E "^ *[0-9.]+ packets:" "$log" | awk '{print $3, $4}' || true) || true
 line="baresip: role=$role host=$host ip=$ip registered=$registered established=$established"
-line+=" established_ms=${est_ms:--} ice=$ice rtcp_mux=$rtcp_mux rtp-rx=${rtp_rx:--} rtp-tx=${rtp_tx:--}"
+line+=" ice=$ice rtcp_mux=$rtcp_mux pair=${pair:--} rtp-rx=${rtp_rx:--} rtp-tx=${rtp_tx:--}"
+line+=" invite_to_200_ms=$(ms_between "$t_inv" "$t_200") invite_to_ice_ms=$(ms_between "$t_inv" "$t_ice")"
+line+=" invite_to_rx_ms=$(ms_between "$t_inv" "$t_rx") invite_to_tx_ms=$(ms_between "$t_inv" "$t_tx")"
 line+=" heard_s=$(wavsecs "$dec") recorded=${dec:-none} sent=${enc:-none} log=$log"
 [[ -n $closed ]] && line+=" closed=\"$closed\""
 echo "$line" | tee "$out/summary.txt"
