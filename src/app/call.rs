@@ -479,4 +479,3 @@ enum Change {
     Resume,
     RestartIce,
 }
-

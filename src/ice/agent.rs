@@ -282,6 +282,13 @@ impl IceAgent {
         self.controlling
     }
 
+    /// Ta, the pacing of new checks (RFC 8445 §14.2), once the peers
+    /// agreed on one (RFC 8839 §5.5: the larger of theirs and ours). Never
+    /// below 5 ms.
+    pub fn set_pacing(&mut self, ta: Duration) {
+        self.config.ta = ta.max(Duration::from_millis(5));
+    }
+
     pub fn set_controlling(&mut self, controlling: bool) {
         if self.controlling != controlling {
             self.controlling = controlling;

@@ -74,6 +74,8 @@ pub enum IceCommand {
     AddRemoteCandidate(Candidate),
     EndOfRemoteCandidates,
     SetControlling(bool),
+    /// Ta, the pacing of new checks, as negotiated (RFC 8839 §5.5).
+    SetPacing(std::time::Duration),
     /// A peer without ICE: media for the component goes to this address,
     /// latching onto where the peer's media really comes from.
     SetPlainPeer {
@@ -484,6 +486,7 @@ fn apply(ice: &mut IceTransport, cmd: IceCommand) {
         IceCommand::AddRemoteCandidate(c) => agent.add_remote_candidate(c),
         IceCommand::EndOfRemoteCandidates => agent.end_of_remote_candidates(),
         IceCommand::SetControlling(c) => agent.set_controlling(c),
+        IceCommand::SetPacing(ta) => agent.set_pacing(ta),
 
         IceCommand::Restart(reply) => {
             let _ = reply.send(agent.restart());

@@ -99,6 +99,9 @@ pub struct IceDescription {
     /// `a=remote-candidates` (controlling side, after nomination): per
     /// component, the remote address chosen.
     pub remote_candidates: Vec<(u16, SocketAddr)>,
+    /// `a=ice-pacing` (RFC 8839 §5.5), ms: the Ta this side wants. Both
+    /// use the larger of the two, 50 ms when a side does not say.
+    pub pacing_ms: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -281,6 +284,7 @@ struct IceCredentials {
     pwd: Option<String>,
     lite: bool,
     options: Vec<String>,
+    pacing_ms: Option<u32>,
 }
 
 fn ice_credentials(attrs: &[Attribute]) -> IceCredentials {
@@ -291,6 +295,10 @@ fn ice_credentials(attrs: &[Attribute]) -> IceCredentials {
         options: values(attrs, "ice-options")
             .flat_map(|v| v.split_whitespace().map(str::to_owned))
             .collect(),
+        // A value we cannot read is as good as none: the default applies.
+        pacing_ms: attribute(attrs, "ice-pacing")
+            .flatten()
+            .and_then(|v| v.trim().parse().ok()),
     }
 }
 
@@ -474,6 +482,7 @@ fn parse_ice(
         candidates,
         end_of_candidates: attribute(attrs, "end-of-candidates").is_some(),
         remote_candidates,
+        pacing_ms: media.pacing_ms.or(session.pacing_ms),
     }))
 }
 
@@ -558,6 +567,9 @@ fn write_audio(a: &AudioDescription) -> Media {
         add("ice-pwd", Some(ice.pwd.clone()));
         if !ice.options.is_empty() {
             add("ice-options", Some(ice.options.join(" ")));
+        }
+        if let Some(ms) = ice.pacing_ms {
+            add("ice-pacing", Some(ms.to_string()));
         }
         for c in &ice.candidates {
             add("candidate", Some(c.to_sdp_value()));

@@ -6,18 +6,21 @@
 #       --registrar 203.0.113.10[:5060][;transport=udp|tcp] \
 #       --turn 203.0.113.10:3478 --turn-user U --turn-password P --mic FILE.wav \
 #       (--answer | --call sip:alice@lab.test) --seconds N \
-#       [--wait S] [--rtcp-mux yes|no] [--port SIP_PORT] [--no-sip-trace]
+#       [--wait S] [--rtcp-mux yes|no] [--port SIP_PORT] [--no-sip-trace] [--expect-hz HZ]
 #
-# --seconds N  time in the call once baresip logs it established; then it hangs up (BYE).
-#              The callee also stops when the far end hangs up.
-# --wait S     callee: how long to wait for an incoming call (default 60);
-#              caller: how long to wait for the call to be established (default 60).
-#              Whatever happens, baresip is also started with `-t` (its own quit timer) at
-#              S + N + 15 seconds, and the script kills it (TERM, then KILL) at S + N + 20.
+# --seconds N  time in the call: counted from the start of media (baresip starts audio only
+#              once ICE has concluded, seconds after the 200 OK), or from the 200 OK when no
+#              ICE checks run (ice-mismatch); then baresip hangs up (SIGTERM: BYE,
+#              unregister, quit). The callee also stops when the far end hangs up.
+# --wait S     callee: how long to wait for an incoming call; caller: for the 200 OK;
+#              both: how much longer than N to wait for media (default 60). baresip also
+#              gets `-t S+N+15` (its own quit timer: hang up, unregister, quit), so the
+#              whole run is bounded by about S+N+20 s (KILL 5 s after any TERM).
 # --rtcp-mux   config `rtcp_mux` (default no, baresip's default): with `no` baresip runs ICE
 #              on two components (RTP and RTCP) and answers `a=ice-mismatch` to an offer
 #              with candidates for component 1 only; `yes` offers/accepts a=rtcp-mux and
 #              runs ICE on component 1 only.
+# --expect-hz  also report how many seconds of the recording carry a HZ tone (wavtone.py).
 # --turn       HOST:PORT (or HOST:PORT?transport=tcp), used as
 #              stunserver="turn:..." (baresip takes its srflx candidate from the TURN server).
 #
@@ -25,9 +28,16 @@
 # Leaves in OUTDIR: baresip.d/{config,accounts,contacts}, baresip.log (stdout+stderr, -v,
 # SIP trace unless --no-sip-trace), rec/dump-<time>-dec.wav (the far end's audio as
 # decoded: what baresip HEARS) and rec/dump-<time>-enc.wav (what it sends), summary.txt.
-# Prints one line at the end:
-#   baresip: role=... registered=yes|no established=yes|no ice=ok|mismatch|failed|none
-#            media_ms=... rtp-rx=... rtp-tx=... closed="..." recorded=PATH sent=PATH
+# Prints one line at the end (also in OUTDIR/summary.txt), e.g.
+#   baresip: role=callee host=b ip=10.7.2.10 registered=yes established=yes ice=ok rtcp_mux=yes
+#     pair=srflx(203.0.113.2:10190)<->srflx(203.0.113.1:38760) rtp-rx=251 rtp-tx=147
+#     invite_to_200_ms=2 invite_to_ice_ms=2618 invite_to_rx_ms=569 invite_to_tx_ms=2627
+#     heard_s=2.96 [heard_tone440_s=2.90] recorded=OUTDIR/rec/dump-...-dec.wav sent=... log=...
+#   ice: ok = "connectivity check is complete"; mismatch = "ICE not supported by peer"
+#   (a=ice-mismatch). pair: baresip's selected pair (local<->remote). rtp-rx/tx: packets from
+#   the table baresip prints when the audio stream ends. *_ms: from the first INVITE line of
+#   the SIP trace to the 200 OK ("Call established"), to ICE's conclusion, to the first RTP
+#   received ("incoming rtp ... established") and to the start of audio sending.
 # Exit 0 if the call was established and the recording is non-empty, else 1; 2 on usage.
 
 set -Eeuo pipefail
@@ -49,7 +59,7 @@ die() {
 id=$1 host=$2 out=$3
 shift 3
 aor="" password="" registrar="" turn="" turn_user="" turn_pass="" mic="" role="" peer=""
-seconds="" wait=60 rtcp_mux=no sip_port=5060 trace=1
+seconds="" wait=60 rtcp_mux=no sip_port=5060 trace=1 expect_hz=""
 while [[ $# -gt 0 ]]; do
     case $1 in
         --aor) aor=$2; shift 2 ;;
@@ -66,6 +76,7 @@ while [[ $# -gt 0 ]]; do
         --rtcp-mux) rtcp_mux=$2; shift 2 ;;
         --port) sip_port=$2; shift 2 ;;
         --no-sip-trace) trace=0; shift ;;
+        --expect-hz) expect_hz=$2; shift 2 ;;
         -h | --help) usage ;;
         *) die "unknown argument '$1'" ;;
     esac
@@ -270,7 +281,12 @@ line="baresip: role=$role host=$host ip=$ip registered=$registered established=$
 line+=" ice=$ice rtcp_mux=$rtcp_mux pair=${pair:--} rtp-rx=${rtp_rx:--} rtp-tx=${rtp_tx:--}"
 line+=" invite_to_200_ms=$(ms_between "$t_inv" "$t_200") invite_to_ice_ms=$(ms_between "$t_inv" "$t_ice")"
 line+=" invite_to_rx_ms=$(ms_between "$t_inv" "$t_rx") invite_to_tx_ms=$(ms_between "$t_inv" "$t_tx")"
-line+=" heard_s=$(wavsecs "$dec") recorded=${dec:-none} sent=${enc:-none} log=$log"
+line+=" heard_s=$(wavsecs "$dec")"
+if [[ -n $expect_hz && -n $dec && -s $dec ]]; then
+    # tone<HZ>_s: seconds of the recording where HZ carries >= half the energy.
+    line+=" heard_$(timeout 60 python3 "$here/wavtone.py" "$dec" "$expect_hz" | grep -oE "tone[0-9.]+_s=[0-9.]+")"
+fi
+line+=" recorded=${dec:-none} sent=${enc:-none} log=$log"
 [[ -n $closed ]] && line+=" closed=\"$closed\""
 echo "$line" | tee "$out/summary.txt"
 [[ $established == yes && -n $dec && -s $dec ]]

@@ -10,6 +10,7 @@ fn addr(s: &str) -> SocketAddr {
 
 fn ice(ufrag: &str, candidates: Vec<Candidate>) -> IceDescription {
     IceDescription {
+        pacing_ms: None,
         ufrag: ufrag.into(),
         pwd: format!("{ufrag}-password-0123456789abc"),
         lite: false,
@@ -327,4 +328,27 @@ fn mutated_descriptions_never_panic() {
             }
         }
     }
+}
+
+/// RFC 8839 §5.5: `a=ice-pacing` goes out as given and comes back in,
+/// media or session level; an unreadable value is no value.
+#[test]
+fn ice_pacing_survives_the_wire() {
+    let mut ours = local("192.0.2.1:4000", Some("pace"));
+    if let Some(i) = ours.ice.as_mut() {
+        i.pacing_ms = Some(20);
+    }
+    let offer = round_trip(&offer(&ours));
+    let text = String::from_utf8(offer.to_bytes()).unwrap();
+    assert!(text.contains("a=ice-pacing:20\r\n"), "{text}");
+    let MediaLine::Audio(audio) = &offer.media[0] else {
+        panic!("no audio line")
+    };
+    assert_eq!(audio.ice.as_ref().unwrap().pacing_ms, Some(20));
+    let bad = text.replace("a=ice-pacing:20", "a=ice-pacing:soon");
+    let parsed = SessionDescription::parse(bad.as_bytes()).unwrap();
+    let MediaLine::Audio(audio) = &parsed.media[0] else {
+        panic!("no audio line")
+    };
+    assert_eq!(audio.ice.as_ref().unwrap().pacing_ms, None);
 }
