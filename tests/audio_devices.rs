@@ -324,4 +324,9 @@ fn a_call_carries_each_virtual_microphone_to_the_other_sides_speaker() {
         report["rtp"]["packets_received"].as_u64().unwrap() >= 150,
         "{report}"
     );
+    // What icephone adds between the devices and the network.
+    let latency = &report["latency"];
+    eprintln!("latency with sound devices: {latency}");
+    assert!(latency["send_mean_ms"].as_f64().is_some(), "{report}");
+    assert!(latency["playout_mean_ms"].as_f64().is_some(), "{report}");
 }

@@ -29,6 +29,18 @@ pub struct CallReport {
     pub quality: Quality,
     /// Receive figures once a second, `ms` after the INVITE.
     pub series: Vec<SeriesPoint>,
+    /// Delay icephone itself adds, device buffers excluded.
+    pub latency: LatencyReport,
+}
+
+#[derive(Serialize, Default)]
+pub struct LatencyReport {
+    /// Capture to network: the microphone queue and encoding.
+    pub send_mean_ms: Option<f64>,
+    pub send_max_ms: Option<f64>,
+    /// Network to speaker queue: the jitter buffer and the frame clock.
+    pub playout_mean_ms: Option<f64>,
+    pub playout_max_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -259,6 +271,14 @@ impl CallReport {
                 packets_lost: p.packets_lost,
             })
             .collect();
+        let round = |v: f64| (v * 10.0).round() / 10.0;
+        let l = &a.latency;
+        self.latency = LatencyReport {
+            send_mean_ms: l.send.mean_ms().map(round),
+            send_max_ms: (l.send.count > 0).then(|| round(l.send.max_ms)),
+            playout_mean_ms: l.playout.mean_ms().map(round),
+            playout_max_ms: (l.playout.count > 0).then(|| round(l.playout.max_ms)),
+        };
         self.rtp = RtpReport {
             packets_sent: a.packets_sent,
             packets_received: a.packets_received,

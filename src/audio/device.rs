@@ -404,6 +404,15 @@ impl Capture {
         })
     }
 
+    /// How long the newest frame handed out had waited, in ms: what is
+    /// still queued behind it arrived after it, in real time.
+    pub fn waited_ms(&self) -> f64 {
+        self.queue
+            .lock()
+            .map(|q| q.samples.len() as f64 / 48.0)
+            .unwrap_or(0.0)
+    }
+
     /// The next 20 ms; silence while the device has not delivered it yet.
     pub fn next_frame(&mut self, out: &mut [i16; FRAME]) {
         let Ok(mut q) = self.queue.lock() else {

@@ -68,6 +68,15 @@ impl Source {
         }
     }
 
+    /// How long the frame just handed out had waited since it was
+    /// captured, in ms: files and tones are made on demand (0).
+    pub fn waited_ms(&self) -> f64 {
+        match self {
+            Source::Device(capture) => capture.waited_ms(),
+            _ => 0.0,
+        }
+    }
+
     /// The next 20 ms.
     pub fn next_frame(&mut self, out: &mut [i16; FRAME]) {
         match self {

@@ -48,6 +48,38 @@ pub struct AudioReport {
     pub dtmf_sent: String,
     /// The receive figures once a second, for the report's plots.
     pub series: Vec<StatsSample>,
+    /// The delay icephone itself adds on each side of the network.
+    pub latency: LatencyStats,
+}
+
+/// Delay added by icephone, device buffers excluded: from a frame's
+/// capture until its packet is handed to the network (the wait in the
+/// microphone queue plus encoding), and from a packet's arrival until its
+/// frame is played into the speaker queue (the jitter buffer plus the wait
+/// for the next frame time).
+#[derive(Clone, Debug, Default)]
+pub struct LatencyStats {
+    pub send: Average,
+    pub playout: Average,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Average {
+    pub count: u64,
+    pub total_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Average {
+    fn add(&mut self, ms: f64) {
+        self.count += 1;
+        self.total_ms += ms;
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.total_ms / self.count as f64)
+    }
 }
 
 /// The stream's figures at one moment.
@@ -143,6 +175,8 @@ pub async fn run(
     let mut frame = [0i16; FRAME];
     let mut out = [0i16; FRAME];
     let mut first = true;
+    // Voice packets' arrival times, to measure their wait until played.
+    let mut arrivals: std::collections::VecDeque<(u16, Instant)> = Default::default();
     loop {
         tokio::select! {
             // Packets waiting are pushed before a frame is played, so a busy
@@ -151,7 +185,12 @@ pub async fn run(
             packet = media.recv() => {
                 let Some(packet) = packet else { break };
                 let pts = (voice_pt, dtmf_pt);
-                on_packet(&packet, pts, &mut rtp, &mut jitter, &mut keys.receiver, &mut report, started);
+                if let Some(seq) = on_packet(&packet, pts, &mut rtp, &mut jitter, &mut keys.receiver, &mut report, started) {
+                    if arrivals.len() >= 64 {
+                        arrivals.pop_front();
+                    }
+                    arrivals.push_back((seq, Instant::now()));
+                }
             }
             Some(key) = dtmf.recv() => {
                 if let (Some(_), Some(digit)) = (dtmf_pt, DtmfDigit::from_char(key)) {
@@ -179,7 +218,9 @@ pub async fn run(
                         }
                     }
                 }
+                let frame_started = Instant::now();
                 source.next_frame(&mut frame);
+                let waited = source.waited_ms();
                 if *mute.borrow() {
                     frame.fill(0);
                 }
@@ -198,10 +239,17 @@ pub async fn run(
                         report.packets_sent += 1;
                         report.bytes_sent += packet.len() as u64;
                         let _ = commands.send(IceCommand::SendMedia { component: 1, data: packet });
+                        report.latency.send.add(waited + frame_started.elapsed().as_secs_f64() * 1e3);
                     }
                 }
+                let before = jitter.last_played();
                 voice.play(&mut jitter, &mut out);
                 sink.write(&out);
+                if let Some(seq) = jitter.last_played().filter(|s| Some(*s) != before) {
+                    if let Some(i) = arrivals.iter().position(|(s, _)| *s == seq) {
+                        report.latency.playout.add(arrivals[i].1.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
                 live.send_modify(|l| {
                     l.packets_sent = report.packets_sent;
                     l.mic_level = rms(&frame);
@@ -260,26 +308,26 @@ fn on_packet(
     keys: &mut DtmfReceiver,
     report: &mut AudioReport,
     started: Instant,
-) {
+) -> Option<u16> {
     let now = Instant::now();
     if crate::rtp::is_rtcp(&packet.data) {
         if rtp.receive_rtcp(&packet.data, now).is_ok() {
             report.rtcp_received += 1;
         }
-        return;
+        return None;
     }
     let Ok(parsed) = RtpPacket::parse(&packet.data) else {
-        return;
+        return None;
     };
     if Some(parsed.header.payload_type) == dtmf_pt {
         rtp.receive_rtp(&parsed, now);
         if let Ok(Some(key)) = keys.on_packet(parsed.header.timestamp, parsed.payload) {
             report.dtmf_received.push(key.digit.as_char());
         }
-        return;
+        return None;
     }
     if parsed.header.payload_type != voice_pt {
-        return;
+        return None;
     }
     if let ReceiveOutcome::Accepted { .. } | ReceiveOutcome::Resynchronized { .. } =
         rtp.receive_rtp(&parsed, now)
@@ -288,7 +336,9 @@ fn on_packet(
         report.bytes_received += packet.data.len() as u64;
         jitter.set_jitter_ms(rtp.stats().jitter_ms);
         jitter.push(parsed.header.sequence, parsed.payload.to_vec());
+        return Some(parsed.header.sequence);
     }
+    None
 }
 
 /// How long each key's tone lasts (RFC 4733 §2.5.1.3 leaves it to the

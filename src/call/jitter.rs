@@ -46,6 +46,8 @@ pub struct JitterBuffer {
     /// network) stalled.
     starved: u32,
     stats: JitterStats,
+    /// The sequence number of the frame `pop` last returned as `Frame`.
+    last_played: Option<u16>,
 }
 
 impl JitterBuffer {
@@ -60,7 +62,14 @@ impl JitterBuffer {
             frame_ms: frame_ms.max(1),
             starved: 0,
             stats: JitterStats::default(),
+            last_played: None,
         }
+    }
+
+    /// The RTP sequence number of the frame last played (for measuring how
+    /// long frames wait here).
+    pub fn last_played(&self) -> Option<u16> {
+        self.last_played
     }
 
     pub fn stats(&self) -> JitterStats {
@@ -134,6 +143,7 @@ impl JitterBuffer {
         if let Some(p) = self.packets.remove(&next) {
             self.stats.played += 1;
             self.starved = 0;
+            self.last_played = Some(next as u16);
             return Playout::Frame(p);
         }
         if self.packets.is_empty() {

@@ -229,20 +229,37 @@ impl CallMedia {
         self.offer()
     }
 
+    /// New checks: nothing is selected in the new generation yet, so the
+    /// default candidate is back in `c=`/`m=`.
+    fn forget_selection(&mut self) {
+        if let Some(ice) = self.local.ice.as_mut() {
+            ice.remote_candidates.clear();
+        }
+        if let Some(d) = default_candidate(&self.gathered) {
+            self.local.address = d;
+        }
+    }
+
     /// RFC 8839 §4.2.2: once ICE has selected, the controlling side's
     /// re-offers put the selected local candidate in `c=`/`m=` and name the
     /// selected remote one in `a=remote-candidates`, so that a middlebox
     /// or a lite peer reading the SDP sees where media really flows.
+    ///
+    /// The controlled side's answers carry the selected local candidate
+    /// too (without `a=remote-candidates`): a peer that sends to our
+    /// `c=`/`m=` address after ICE (baresip does) then uses the selected
+    /// pair, not our relay.
     fn follow_selection(&mut self) {
         let Some(sel) = self.selected.as_ref().filter(|s| s.checked) else {
             return;
         };
-        if !self.controlling {
-            return;
-        }
         self.local.address = sel.local.address;
         if let Some(ice) = self.local.ice.as_mut() {
-            ice.remote_candidates = vec![(sel.remote.component, sel.remote.address)];
+            ice.remote_candidates = if self.controlling {
+                vec![(sel.remote.component, sel.remote.address)]
+            } else {
+                Vec::new()
+            };
         }
     }
 
@@ -251,13 +268,7 @@ impl CallMedia {
     /// checks select one.
     pub async fn restart_offer(&mut self) -> Result<Vec<u8>, MediaError> {
         self.restart_local().await?;
-        // New checks: nothing is selected in the new generation yet.
-        if let Some(ice) = self.local.ice.as_mut() {
-            ice.remote_candidates.clear();
-        }
-        if let Some(d) = default_candidate(&self.gathered) {
-            self.local.address = d;
-        }
+        self.forget_selection();
         self.local.direction = Direction::SendRecv;
         Ok(self.offer())
     }
@@ -287,6 +298,9 @@ impl CallMedia {
             .is_some_and(|(new, old)| new.ufrag != old.ufrag || new.pwd != old.pwd);
         if restart {
             self.restart_local().await?;
+            self.forget_selection();
+        } else {
+            self.follow_selection();
         }
         self.local.direction = Direction::SendRecv;
         let (answer, negotiated) = sdp::answer(&offer, &self.local)?;
@@ -675,10 +689,16 @@ mod tests {
             text.contains(&format!("m=audio {} ", selected.local.address.port())),
             "{text}"
         );
-        // The controlled side never sends it.
+        // The controlled side never sends it, but answers from its selected
+        // candidate too.
+        let bob_local = bob.selected.clone().unwrap().local.address;
         let answer = bob.reanswer(&reoffer.to_bytes()).await.unwrap().0;
         let answer = String::from_utf8(answer).unwrap();
         assert!(!answer.contains("a=remote-candidates"), "{answer}");
+        assert!(
+            answer.contains(&format!("m=audio {} ", bob_local.port())),
+            "{answer}"
+        );
         alice.shutdown().await;
         bob.shutdown().await;
     }

@@ -502,6 +502,20 @@ impl IceAgent {
         self.component(component)?.previous.clone()
     }
 
+    /// The component for which `from` is the remote end of a valid pair:
+    /// media from there passed a check, even if it is not the selected pair
+    /// (a peer may send on any valid pair, e.g. through its own relay,
+    /// RFC 8445 §12.1).
+    pub fn valid_remote(&self, from: SocketAddr) -> Option<u16> {
+        if self.consent_lost {
+            return None;
+        }
+        self.pairs
+            .iter()
+            .find(|p| p.valid && self.remote[p.remote].address == from)
+            .map(|p| p.component)
+    }
+
     /// Every pair the agent knows, for reports.
     pub fn pairs(&self) -> Vec<PairReport> {
         self.pairs

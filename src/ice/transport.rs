@@ -255,14 +255,17 @@ impl IceTransport {
     }
 
     /// The component whose media may come from `from`: the remote end of
-    /// its media pair, or its plain peer — which latches onto the first
-    /// source it hears from.
+    /// its media pair or of any valid pair, or its plain peer — which
+    /// latches onto the first source it hears from.
     pub fn accept_media(&mut self, from: SocketAddr) -> Option<u16> {
         if let Some(c) = (1..=2).find(|c| {
             self.agent
                 .media_pair(*c)
                 .is_some_and(|(_, remote)| remote.address == from)
         }) {
+            return Some(c);
+        }
+        if let Some(c) = self.agent.valid_remote(from) {
             return Some(c);
         }
         let p = self

@@ -8,7 +8,7 @@
 #       (--answer | --call sip:alice@lab.test) --seconds N \
 #       [--wait S] [--rtcp-mux yes|no] [--port SIP_PORT] [--no-sip-trace] [--expect-hz HZ]
 #
-# --seconds N  time in the call: counted from the start of media (baresip starts audio only
+# --seconds N  time in the call: counted from the start of its audio (baresip starts audio only
 #              once ICE has concluded, seconds after the 200 OK), or from the 200 OK when no
 #              ICE checks run (ice-mismatch); then baresip hangs up (SIGTERM: BYE,
 #              unregister, quit). The callee also stops when the far end hangs up.
@@ -212,9 +212,10 @@ stop() {
     rm -f "$fifo"
 }
 trap 'stop' EXIT
+trap 'exit 143' TERM INT HUP
 now() { echo $((($(date +%s%N) - start) / 1000000)); }
 seen() { grep -qE -- "$1" "$log" 2>/dev/null; }
-MEDIA_RE="incoming rtp for 'audio' established|audio tx pipeline"
+MEDIA_RE="audio tx pipeline" # audio (both ways) starts once ICE has concluded
 CLOSED_RE="session closed|Call failed|terminated \(duration"
 
 # Phase 1: until established (or closed/failed), bounded by --wait.
@@ -243,7 +244,7 @@ if [[ -n $est_ms ]]; then
     done
 fi
 stop
-trap - EXIT
+trap - EXIT TERM INT HUP
 
 # ---------------------------------------------------------------- facts from the log
 # (baresip 1.0 -v line formats; every line is prefixed with seconds since start)
