@@ -138,6 +138,9 @@ enum Servers {
     /// Kamailio (registrar and proxy, `tests/kamailio/kamailio.cfg`) and
     /// coturn (STUN and TURN).
     KamailioCoturn,
+    /// `serve` challenging with MD5 only: baresip 1.0 tries only the first
+    /// challenge, and knows no SHA-256.
+    ServeMd5,
 }
 
 /// Waits until something in the server namespace listens on UDP `port`.
@@ -163,7 +166,12 @@ fn wait_listening(lab: &Lab, port: u16) {
 fn start_servers(lab: &Lab, servers: Servers, dir: &Path) -> Vec<Background> {
     let s = |v: &str| v.to_owned();
     match servers {
-        Servers::Serve => {
+        Servers::Serve | Servers::ServeMd5 => {
+            let md5: &[&str] = if matches!(servers, Servers::ServeMd5) {
+                &["--sip-digest", "md5"]
+            } else {
+                &[]
+            };
             let mut serve = Background::spawn(
                 &mut lab.command(
                     "server",
@@ -180,7 +188,18 @@ fn start_servers(lab: &Lab, servers: Servers, dir: &Path) -> Vec<Background> {
                     ]
                     .map(s)
                     .into_iter()
-                    .chain(["--user", "alice:pw1", "--user", "bob:pw2"].map(s))
+                    .chain(
+                        [
+                            "--user",
+                            "alice:pw1",
+                            "--user",
+                            "bob:pw2",
+                            "--user",
+                            "carol:pw3",
+                        ]
+                        .map(s),
+                    )
+                    .chain(md5.iter().map(|f| s(f)))
                     .collect::<Vec<_>>(),
                 ),
             );
@@ -528,4 +547,188 @@ fn intelligible_under_loss(o: &Outcome) {
     o.audio_both_ways(0.7);
     let lost = o.alice["rtp"]["packets_lost"].as_i64().unwrap_or(0);
     assert!(lost < 20, "{lost} lost of 150 at 2 %: {}", o.summary());
+}
+
+// ----- another softphone: baresip ---------------------------------------
+
+/// A tone as a WAV file: baresip's microphone (its `aufile` module).
+fn tone_wav(path: &Path, hz: f64, seconds: f64) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..(48_000.0 * seconds) as usize {
+        let v = (std::f64::consts::TAU * hz * i as f64 / 48_000.0).sin() * 8000.0;
+        w.write_sample(v as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// `tests/natlab/baresip.sh` for carol on host b; returns its summary line.
+fn baresip(lab: &Lab, dir: &Path, role: &[&str], seconds: u32) -> Background {
+    let mic = dir.join("tone660.wav");
+    if !mic.exists() {
+        tone_wav(&mic, 660.0, 30.0);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/natlab/baresip.sh");
+    let mut cmd = Command::new(script);
+    cmd.args([&lab.id.to_string(), "b"])
+        .arg(dir.join(format!("baresip-{}", role[0].trim_start_matches('-'))))
+        .args(["--aor", "sip:carol@lab.test", "--password", "pw3"])
+        .args(["--registrar", "203.0.113.10:5060;transport=udp"])
+        .args([
+            "--turn",
+            "203.0.113.10:3478",
+            "--turn-user",
+            "carol",
+            "--turn-password",
+            "pw3",
+        ])
+        .arg("--mic")
+        .arg(&mic)
+        .args(role)
+        .args([
+            "--seconds",
+            &seconds.to_string(),
+            "--wait",
+            "30",
+            "--rtcp-mux",
+            "yes",
+        ])
+        .args(["--expect-hz", "440", "--no-sip-trace"]);
+    Background::spawn(&mut cmd)
+}
+
+/// `key=value` out of baresip.sh's summary line.
+fn field<'a>(summary: &'a str, key: &str) -> &'a str {
+    summary
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .unwrap_or("")
+}
+
+fn seconds_of(heard: &[i16], hz: f64) -> f64 {
+    heard
+        .chunks_exact(960)
+        .filter(|f| tone_level(f, hz) >= 0.5)
+        .count() as f64
+        * 0.02
+}
+
+fn icephone_and_baresip(test: &str, id: u8, scenario: &str) {
+    if !can_run(test) || common::require("baresip", test).is_none() {
+        return;
+    }
+    let lab = Lab::up(id, scenario, 0);
+    let dir = std::env::temp_dir().join(format!("icephone-natlab-bs-{id}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _servers = start_servers(&lab, Servers::ServeMd5, &dir);
+    let ice_flags = |user: &str, password: &str, heard: &Path, report: &Path| -> Vec<String> {
+        [
+            "--aor",
+            &format!("sip:{user}@lab.test"),
+            "--password",
+            password,
+            "--registrar",
+            "sip:203.0.113.10:5060;transport=udp",
+            "--mic",
+            "tone:440",
+            "--speaker",
+            &format!("file:{}", heard.display()),
+            "--stun",
+            "stun:203.0.113.10:3478",
+            "--turn",
+            "turn:203.0.113.10:3478",
+            "--turn-user",
+            user,
+            "--turn-password",
+            password,
+            "--report",
+            &report.display().to_string(),
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+
+    // icephone calls baresip.
+    let mut callee = baresip(&lab, &dir, &["--answer"], 8);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = dir.join("baresip-answer/baresip.log");
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("200 OK")
+    {
+        assert!(Instant::now() < deadline, "baresip did not register");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (heard, report) = (dir.join("alice-out.wav"), dir.join("alice-out.json"));
+    let mut args = vec![
+        "call".to_owned(),
+        "sip:carol@lab.test".into(),
+        "--hangup-after".into(),
+        "6".into(),
+    ];
+    args.extend(ice_flags("alice", "pw1", &heard, &report));
+    let out = common::wait_bounded(
+        lab.command("a", &args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let summary = callee.wait_line("baresip:", Duration::from_secs(60));
+    eprintln!("{test} icephone->baresip: {summary}");
+    assert_eq!(field(&summary, "ice"), "ok", "{summary}");
+    let theirs: f64 = field(&summary, "heard_tone440_s").parse().unwrap_or(0.0);
+    let ours = seconds_of(&read_wav(&heard), 660.0);
+    assert!(
+        theirs >= 1.0,
+        "baresip heard 440 Hz for {theirs} s: {summary}"
+    );
+    assert!(ours >= 1.0, "icephone heard 660 Hz for {ours} s");
+
+    // baresip calls icephone.
+    let (heard, report) = (dir.join("alice-in.wav"), dir.join("alice-in.json"));
+    let mut args = vec!["register".to_owned(), "--auto-answer".into()];
+    args.extend(ice_flags("alice", "pw1", &heard, &report));
+    let mut alice = Background::spawn(&mut lab.command("a", &args));
+    alice.wait_line("registered ", Duration::from_secs(15));
+    let mut caller = baresip(&lab, &dir, &["--call", "sip:alice@lab.test"], 5);
+    let summary = caller.wait_line("baresip:", Duration::from_secs(80));
+    eprintln!("{test} baresip->icephone: {summary}");
+    alice.wait_line("call 1 report written", Duration::from_secs(15));
+    let (status, _) = alice.terminate(Duration::from_secs(10));
+    assert!(status.success());
+    assert_eq!(field(&summary, "ice"), "ok", "{summary}");
+    let theirs: f64 = field(&summary, "heard_tone440_s").parse().unwrap_or(0.0);
+    let ours = seconds_of(&read_wav(&heard), 660.0);
+    assert!(
+        theirs >= 1.0,
+        "baresip heard 440 Hz for {theirs} s: {summary}"
+    );
+    assert!(ours >= 1.0, "icephone heard 660 Hz for {ours} s");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// baresip 1.0 (its ice, turn, opus, aufile and sndfile modules, rtcp_mux
+/// on: see tests/natlab/README.md) and icephone call each other both ways
+/// across two endpoint-independent NATs; audio is checked on both sides.
+#[test]
+fn icephone_and_baresip_across_endpoint_independent_nats() {
+    icephone_and_baresip("baresip_eim", 9, "eim");
+}
+
+#[test]
+fn icephone_and_baresip_across_symmetric_nats() {
+    icephone_and_baresip("baresip_sym", 19, "sym");
 }
