@@ -217,6 +217,20 @@ fn the_phone_places_and_answers_calls_from_the_keyboard() {
     let (status, _) = carol.terminate(Duration::from_secs(10));
     let _ = status;
 
+    // F2: the sound devices; Enter picks one and the config remembers it.
+    tmux.keys(&["F2"]);
+    let screen = tmux.wait_for("Sound devices", Duration::from_secs(5));
+    assert!(screen.contains("mic     default"), "{screen}");
+    assert!(screen.contains("speaker default"), "{screen}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("mic: default (remembered in", Duration::from_secs(5));
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(saved.contains("mic = \"default\""), "{saved}");
+    assert!(
+        saved.contains("[[account]]") && saved.contains("speaker = \"file:"),
+        "{saved}"
+    );
+
     // Ctrl-C: unregisters and leaves.
     tmux.keys(&["C-c"]);
     let screen = tmux.wait_for("PHONE-EXITED 0", Duration::from_secs(15));

@@ -185,6 +185,65 @@ impl Config {
     }
 }
 
+/// Sets `key = "value"` in the `[audio]` table of the file at `path`
+/// (created if missing), keeping every other line, comment and key as it
+/// is: the phone remembers the devices the user picked.
+pub fn remember_audio(path: &Path, key: &str, value: &str) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let line = format!("{key} = {}", toml_string(value));
+    let mut out: Vec<String> = Vec::new();
+    let (mut in_audio, mut found_table, mut written) = (false, false, false);
+    for l in text.lines() {
+        let trimmed = l.trim();
+        if trimmed.starts_with('[') {
+            if in_audio && !written {
+                out.push(line.clone());
+                written = true;
+            }
+            in_audio = trimmed == "[audio]";
+            found_table |= in_audio;
+        } else if in_audio && !written {
+            let name = trimmed.split('=').next().unwrap_or("").trim();
+            if name == key {
+                out.push(line.clone());
+                written = true;
+                continue;
+            }
+        }
+        out.push(l.to_owned());
+    }
+    if !written {
+        if !found_table {
+            if out.last().is_some_and(|l| !l.trim().is_empty()) {
+                out.push(String::new());
+            }
+            out.push("[audio]".into());
+        }
+        if in_audio || !found_table {
+            out.push(line);
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, out.join("\n") + "\n")
+}
+
+/// A TOML basic string.
+fn toml_string(value: &str) -> String {
+    let mut s = String::from("\"");
+    for c in value.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if c.is_control() => s.push_str(&format!("\\u{:04X}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
+}
+
 pub fn default_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
@@ -342,5 +401,37 @@ mod example {
         assert!(err.contains("line 2"), "{err}");
         let err = parse("[audio]\n\nvolume = 3\n").unwrap_err().to_string();
         assert!(err.contains("line 3") && err.contains("volume"), "{err}");
+    }
+
+    #[test]
+    fn remembered_devices_edit_only_their_line() {
+        let dir = std::env::temp_dir().join(format!("icephone-remember-{}", std::process::id()));
+        let path = dir.join("icephone.toml");
+        let _ = std::fs::remove_dir_all(&dir);
+        // No file yet: one is made with an [audio] table.
+        remember_audio(&path, "mic", "vmic").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().audio.mic.as_deref(),
+            Some("vmic")
+        );
+        // A file with comments and other tables: only the key changes.
+        std::fs::write(
+            &path,
+            "# mine\n[[account]]\naor = \"sip:a@b\"\n\n[audio]\n# the mic\nmic = \"old\"\ncodecs = [\"opus\"]\n[ice]\npolicy = \"all\"\n",
+        )
+        .unwrap();
+        remember_audio(&path, "mic", "alsa \"quoted\" name").unwrap();
+        remember_audio(&path, "speaker", "spk").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.audio.mic.as_deref(), Some("alsa \"quoted\" name"));
+        assert_eq!(c.audio.speaker.as_deref(), Some("spk"));
+        assert_eq!(c.accounts.len(), 1);
+        assert!(
+            text.contains("# mine") && text.contains("# the mic"),
+            "{text}"
+        );
+        assert_eq!(text.matches("[audio]").count(), 1, "{text}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -36,6 +36,9 @@ pub struct PhoneState {
     pub calls: Vec<CallView>,
     /// The last thing worth telling the user (an error, a refusal).
     pub notice: String,
+    /// Devices picked in the phone (F2), for the calls that follow.
+    pub mic: Option<String>,
+    pub speaker: Option<String>,
 }
 
 pub struct AccountView {
@@ -97,6 +100,8 @@ pub enum AccountCmd {
 pub struct Phone {
     pub state: Shared,
     pub accounts: Vec<mpsc::UnboundedSender<AccountCmd>>,
+    /// Where picked devices are remembered.
+    pub config_path: Option<PathBuf>,
 }
 
 static NEXT_CALL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -142,7 +147,11 @@ pub fn start_accounts(config: &Config, config_path: Option<PathBuf>, media: Medi
         tokio::spawn(account_task(index, args, media.clone(), state.clone(), rx));
         accounts.push(tx);
     }
-    Phone { state, accounts }
+    Phone {
+        state,
+        accounts,
+        config_path: None,
+    }
 }
 
 fn set_account(state: &Shared, index: usize, status: String, registered: bool) {
@@ -448,7 +457,7 @@ impl Running {
     /// The audio starts (its packets leave once ICE has a valid pair), then
     /// the selected pair goes on screen.
     async fn start_audio(&mut self, ctx: &CallCtx, id: u64) {
-        match ctx.audio.open().await {
+        match audio_flags(ctx).open().await {
             Ok((source, sink)) => self.audio = self.media.start_audio(source, sink),
             Err(e) => update(&ctx.state, |s| s.notice = format!("no audio: {e}")),
         }
@@ -501,6 +510,54 @@ impl Running {
         }
         self.media.shutdown().await;
     }
+}
+
+/// The configured audio, with the devices picked in the phone since.
+fn audio_flags(ctx: &CallCtx) -> MediaFlags {
+    let mut flags = ctx.audio.clone();
+    if let Ok(s) = ctx.state.lock() {
+        if let Some(m) = &s.mic {
+            flags.mic = Some(m.clone());
+        }
+        if let Some(m) = &s.speaker {
+            flags.speaker = Some(m.clone());
+        }
+    }
+    flags
+}
+
+/// Plays the ring on the speaker while a call rings, when the speaker is a
+/// sound device (never into a recording). Stops when `stop` fires.
+fn ring(ctx: &CallCtx, mut stop: oneshot::Receiver<()>) {
+    let speaker = audio_flags(ctx).speaker().to_owned();
+    if speaker.starts_with("file:") || speaker == "null" {
+        return;
+    }
+    tokio::spawn(async move {
+        let sink =
+            tokio::task::spawn_blocking(move || crate::audio::io::Sink::parse(&speaker)).await;
+        let Ok(Ok(mut sink)) = sink else { return };
+        if matches!(sink, crate::audio::io::Sink::Null) {
+            return;
+        }
+        let tone = crate::audio::io::builtin_ring();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut at = 0;
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                _ = tick.tick() => {
+                    let frame: Vec<i16> = (0..crate::audio::FRAME)
+                        .map(|i| tone.get((at + i) % tone.len().max(1)).copied().unwrap_or(0))
+                        .collect();
+                    at = (at + crate::audio::FRAME) % tone.len().max(1);
+                    sink.write(&frame);
+                }
+            }
+        }
+        // The device closes off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || drop(sink)).await;
+    });
 }
 
 fn end_call(ctx: &CallCtx, id: u64, why: String) {
@@ -591,6 +648,9 @@ async fn incoming_call(
         code: 180,
         body: Vec::new(),
     });
+    // Dropped (the ring stops) however this function leaves the ringing.
+    let (ringing, stop_ring) = oneshot::channel::<()>();
+    ring(&ctx, stop_ring);
     // Gathering runs while it rings, so answering is instant.
     let mut media = match CallMedia::start(ctx.local_ip, false, &ctx.options).await {
         Ok(m) => m,
@@ -626,6 +686,7 @@ async fn incoming_call(
             }
         }
     }
+    drop(ringing);
     match media.answer(&offer) {
         Ok(answer) => {
             let _ = ctx.commands.send(UaCommand::Answer {
@@ -692,7 +753,8 @@ pub async fn run(config_path: Option<PathBuf>) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let phone = start_accounts(&config, config_path, media);
+    let mut phone = start_accounts(&config, config_path.clone(), media);
+    phone.config_path = config_path.or_else(super::config::default_path);
     let outcome = super::phone_view::run(&phone).await;
     // Hang up, unregister; bounded so a dead registrar cannot hold us.
     let mut waits = Vec::new();

@@ -30,6 +30,40 @@ struct View {
     dial: String,
     selected: usize,
     quit: bool,
+    /// F2: the device list, open.
+    picker: Option<Picker>,
+}
+
+/// The sound devices to choose from (F2): microphones, then speakers.
+struct Picker {
+    /// (`mic` or `speaker`, device name, description)
+    items: Vec<(&'static str, String, String)>,
+    cursor: usize,
+}
+
+impl Picker {
+    fn open() -> Picker {
+        let devices = crate::audio::device::list().unwrap_or_default();
+        let mut items = vec![(
+            "mic",
+            "default".to_owned(),
+            "the system's default".to_owned(),
+        )];
+        items.extend(
+            devices
+                .iter()
+                .filter(|d| d.input)
+                .map(|d| ("mic", d.name.clone(), d.description.clone())),
+        );
+        items.push(("speaker", "default".into(), "the system's default".into()));
+        items.extend(
+            devices
+                .iter()
+                .filter(|d| d.output)
+                .map(|d| ("speaker", d.name.clone(), d.description.clone())),
+        );
+        Picker { items, cursor: 0 }
+    }
 }
 
 /// The screen, owned by the UI: while it runs, whatever else the process
@@ -166,6 +200,27 @@ fn on_key(phone: &Phone, view: &mut View, key: KeyEvent) {
         view.quit = true;
         return;
     }
+    if let Some(picker) = view.picker.as_mut() {
+        match key.code {
+            KeyCode::Up => picker.cursor = picker.cursor.saturating_sub(1),
+            KeyCode::Down => {
+                picker.cursor = (picker.cursor + 1).min(picker.items.len().saturating_sub(1))
+            }
+            KeyCode::Enter => {
+                if let Some((kind, name, _)) = picker.items.get(picker.cursor).cloned() {
+                    pick(phone, kind, &name);
+                }
+                view.picker = None;
+            }
+            KeyCode::Esc | KeyCode::F(2) => view.picker = None,
+            _ => {}
+        }
+        return;
+    }
+    if key.code == KeyCode::F(2) {
+        view.picker = Some(Picker::open());
+        return;
+    }
     let (target, status) = {
         let Ok(state) = phone.state.lock() else {
             return;
@@ -218,6 +273,26 @@ fn on_key(phone: &Phone, view: &mut View, key: KeyEvent) {
             }
             _ => {}
         },
+    }
+}
+
+/// Uses `name` for the next calls and remembers it in the configuration.
+fn pick(phone: &Phone, kind: &str, name: &str) {
+    let remembered = phone
+        .config_path
+        .as_deref()
+        .map(|p| super::config::remember_audio(p, kind, name).map(|_| p.display().to_string()));
+    if let Ok(mut s) = phone.state.lock() {
+        if kind == "mic" {
+            s.mic = Some(name.to_owned());
+        } else {
+            s.speaker = Some(name.to_owned());
+        }
+        s.notice = match remembered {
+            Some(Ok(path)) => format!("{kind}: {name} (remembered in {path})"),
+            Some(Err(e)) => format!("{kind}: {name} (not remembered: {e})"),
+            None => format!("{kind}: {name}"),
+        };
     }
 }
 
@@ -286,6 +361,38 @@ fn draw(f: &mut Frame, state: &PhoneState, view: &View) {
             .block(Block::default().borders(Borders::ALL).title(" Calls ")),
         rows[2],
     );
+    if let Some(picker) = &view.picker {
+        let lines: Vec<Line> = picker
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, name, desc))| {
+                let current = match *kind {
+                    "mic" => state.mic.as_deref() == Some(name.as_str()),
+                    _ => state.speaker.as_deref() == Some(name.as_str()),
+                };
+                let text = format!(
+                    " {} {kind:<7} {name}  {desc}",
+                    if current { "●" } else { " " }
+                );
+                let style = if i == picker.cursor {
+                    Style::default().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::default()
+                };
+                Line::from(Span::styled(text, style))
+            })
+            .collect();
+        f.render_widget(ratatui::widgets::Clear, rows[2]);
+        f.render_widget(
+            Paragraph::new(lines).block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(" Sound devices: ↑↓ choose, Enter use, Esc close "),
+            ),
+            rows[2],
+        );
+    }
     f.render_widget(
         Paragraph::new(Span::styled(
             state.notice.clone(),
@@ -299,7 +406,12 @@ fn draw(f: &mut Frame, state: &PhoneState, view: &View) {
             "m mute · h hold/resume · 0-9 * # DTMF · x hang up · Tab next call · Ctrl-C quit"
         }
         Some(CallStatus::Calling(_)) => "x/Esc cancel · Tab next call · Ctrl-C quit",
-        _ => "type a name or URI, Enter to call · Tab next call · Ctrl-C quit",
+        _ => "type a name or URI, Enter to call · F2 sound devices · Tab next call · Ctrl-C quit",
+    };
+    let help = if view.picker.is_some() {
+        "↑↓ choose · Enter use (and remember) · Esc close"
+    } else {
+        help
     };
     f.render_widget(
         Paragraph::new(Span::styled(help, Style::default().fg(Color::Cyan))),

@@ -217,6 +217,13 @@ pub fn builtin_speech() -> Vec<i16> {
     decode_wav(std::io::Cursor::new(SPEECH)).unwrap_or_default()
 }
 
+/// The phone's ring (`assets/make-ring`): 425 Hz, one second on and four
+/// off, 48 kHz mono, five seconds to loop.
+pub fn builtin_ring() -> Vec<i16> {
+    const RING: &[u8] = include_bytes!("../../assets/ring.wav");
+    decode_wav(std::io::Cursor::new(RING)).unwrap_or_default()
+}
+
 /// WAV bytes as 48 kHz mono (see [`read_wav`]).
 fn decode_wav<R: std::io::Read>(input: R) -> Result<Vec<i16>, String> {
     let mut reader = hound::WavReader::new(input).map_err(|e| e.to_string())?;
