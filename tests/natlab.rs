@@ -321,6 +321,17 @@ fn read_wav(path: &Path) -> Vec<i16> {
 /// `serve` on the internet, bob (tone 880) registered from b, alice (tone
 /// 440) calls him from a for three seconds.
 fn call_across(lab: &Lab, setup: &Setup, servers: Servers) -> Outcome {
+    call_across_with(lab, setup, servers, |_| {})
+}
+
+/// As [`call_across`], doing `mid_call` to the lab a second and a half
+/// into the call.
+fn call_across_with(
+    lab: &Lab,
+    setup: &Setup,
+    servers: Servers,
+    mid_call: impl FnOnce(&Lab),
+) -> Outcome {
     let dir =
         std::env::temp_dir().join(format!("icephone-natlab-{}-{}", lab.id, std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -374,6 +385,9 @@ fn call_across(lab: &Lab, setup: &Setup, servers: Servers) -> Outcome {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // ICE takes well under a second here: 1.5 s after the start is mid-call.
+    std::thread::sleep(Duration::from_millis(1500));
+    mid_call(lab);
     let out = common::wait_bounded(child, Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -731,4 +745,60 @@ fn icephone_and_baresip_across_endpoint_independent_nats() {
 #[test]
 fn icephone_and_baresip_across_symmetric_nats() {
     icephone_and_baresip("baresip_sym", 19, "sym");
+}
+
+/// The NAT forgets every mapping mid-call (conntrack flushed on both
+/// routers). Behind endpoint-independent, port-preserving NATs the next
+/// packets out re-create the same mappings, so the media carries on after
+/// a gap of a few packets, with nothing to repair. (The SIP flow to bob
+/// stays shut until his next keep-alive goes out — up to 25 s — so the
+/// BYE takes that long to reach him: this test is slow on purpose.)
+#[test]
+fn nat_mappings_lost_mid_call_come_back_behind_endpoint_independent_nats() {
+    let test = "conntrack_flush";
+    if !can_run(test) || common::which("conntrack").is_none() {
+        if can_run(test) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "conntrack is missing in CI"
+            );
+            eprintln!("SKIPPED {test}: conntrack not installed");
+        }
+        return;
+    }
+    let lab = Lab::up(10, "eim", 0);
+    let o = call_across_with(&lab, &PLAIN, Servers::Serve, |lab| {
+        for router in ["rA", "rB"] {
+            let status = Command::new(LAB)
+                .args(["exec", &lab.id.to_string(), router, "--", "conntrack", "-F"])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "conntrack -F on {router}");
+        }
+    });
+    eprintln!("{test}: {}", o.summary());
+    for who in [&o.alice, &o.bob] {
+        let sent_by_peer = if std::ptr::eq(who, &o.alice) {
+            &o.bob
+        } else {
+            &o.alice
+        };
+        let received = who["rtp"]["packets_received"].as_i64().unwrap_or(0);
+        let sent = sent_by_peer["rtp"]["packets_sent"].as_i64().unwrap_or(0);
+        assert!(
+            sent - received < 25,
+            "{received} of {sent} arrived: {}",
+            o.summary()
+        );
+    }
+    // The last second still carries the other side's tone.
+    for (heard, hz) in [(&o.alice_heard, 880.0), (&o.bob_heard, 440.0)] {
+        let tail = &heard[heard.len().saturating_sub(48_000)..];
+        let clear = tail
+            .chunks_exact(960)
+            .filter(|f| tone_level(f, hz) >= 0.5)
+            .count();
+        assert!(clear >= 35, "{hz} Hz in {clear} of the last 50 frames");
+    }
 }
