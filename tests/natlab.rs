@@ -312,12 +312,6 @@ impl Drop for Outcome {
     }
 }
 
-fn read_wav(path: &Path) -> Vec<i16> {
-    hound::WavReader::open(path)
-        .map(|r| r.into_samples::<i16>().map_while(Result::ok).collect())
-        .unwrap_or_default()
-}
-
 /// `serve` on the internet, bob (tone 880) registered from b, alice (tone
 /// 440) calls him from a for three seconds.
 fn call_across(lab: &Lab, setup: &Setup, servers: Servers) -> Outcome {
@@ -407,8 +401,8 @@ fn call_across_with(
     Outcome {
         alice: read(&alice_report),
         bob: read(&bob_report),
-        alice_heard: read_wav(&alice_heard),
-        bob_heard: read_wav(&bob_heard),
+        alice_heard: common::read_wav(&alice_heard),
+        bob_heard: common::read_wav(&bob_heard),
         dir,
     }
 }
@@ -565,27 +559,11 @@ fn intelligible_under_loss(o: &Outcome) {
 
 // ----- another softphone: baresip ---------------------------------------
 
-/// A tone as a WAV file: baresip's microphone (its `aufile` module).
-fn tone_wav(path: &Path, hz: f64, seconds: f64) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..(48_000.0 * seconds) as usize {
-        let v = (std::f64::consts::TAU * hz * i as f64 / 48_000.0).sin() * 8000.0;
-        w.write_sample(v as i16).unwrap();
-    }
-    w.finalize().unwrap();
-}
-
 /// `tests/natlab/baresip.sh` for carol on host b; returns its summary line.
 fn baresip(lab: &Lab, dir: &Path, role: &[&str], seconds: u32) -> Background {
     let mic = dir.join("tone660.wav");
     if !mic.exists() {
-        tone_wav(&mic, 660.0, 30.0);
+        common::write_tone_wav(&mic, 660.0, 30.0);
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/natlab/baresip.sh");
     let mut cmd = Command::new(script);
@@ -622,14 +600,6 @@ fn field<'a>(summary: &'a str, key: &str) -> &'a str {
         .split_whitespace()
         .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
         .unwrap_or("")
-}
-
-fn seconds_of(heard: &[i16], hz: f64) -> f64 {
-    heard
-        .chunks_exact(960)
-        .filter(|f| tone_level(f, hz) >= 0.5)
-        .count() as f64
-        * 0.02
 }
 
 fn icephone_and_baresip(test: &str, id: u8, scenario: &str) {
@@ -704,7 +674,7 @@ fn icephone_and_baresip(test: &str, id: u8, scenario: &str) {
     eprintln!("{test} icephone->baresip: {summary}");
     assert_eq!(field(&summary, "ice"), "ok", "{summary}");
     let theirs: f64 = field(&summary, "heard_tone440_s").parse().unwrap_or(0.0);
-    let ours = seconds_of(&read_wav(&heard), 660.0);
+    let ours = common::tone_frames(&common::read_wav(&heard), 660.0) as f64 * 0.02;
     assert!(
         theirs >= 1.0,
         "baresip heard 440 Hz for {theirs} s: {summary}"
@@ -725,7 +695,7 @@ fn icephone_and_baresip(test: &str, id: u8, scenario: &str) {
     assert!(status.success());
     assert_eq!(field(&summary, "ice"), "ok", "{summary}");
     let theirs: f64 = field(&summary, "heard_tone440_s").parse().unwrap_or(0.0);
-    let ours = seconds_of(&read_wav(&heard), 660.0);
+    let ours = common::tone_frames(&common::read_wav(&heard), 660.0) as f64 * 0.02;
     assert!(
         theirs >= 1.0,
         "baresip heard 440 Hz for {theirs} s: {summary}"

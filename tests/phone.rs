@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{require, Background, Serve};
-use icephone::audio::analysis::tone_level;
 
 const REALM: &str = "phone.test";
 
@@ -86,18 +85,6 @@ impl Drop for Tmux {
             .args(["-L", &self.socket, "kill-server"])
             .status();
     }
-}
-
-fn tone_frames(path: &Path, hz: f64) -> usize {
-    let samples: Vec<i16> = hound::WavReader::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .samples::<i16>()
-        .map(Result::unwrap)
-        .collect();
-    samples
-        .chunks_exact(960)
-        .filter(|f| tone_level(f, hz) >= 0.5)
-        .count()
 }
 
 #[test]
@@ -179,7 +166,10 @@ fn the_phone_places_and_answers_calls_from_the_keyboard() {
     );
     // What alice heard was bob's tone.
     std::thread::sleep(Duration::from_millis(500));
-    assert!(tone_frames(&heard, 880.0) >= 50, "bob's tone not heard");
+    assert!(
+        common::tone_frames(&common::read_wav(&heard), 880.0) >= 50,
+        "bob's tone not heard"
+    );
 
     // Incoming: carol calls, it rings, `a` answers, carol hangs up.
     let carol = Background::spawn(

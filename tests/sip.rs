@@ -509,7 +509,7 @@ fn call_with(
     }
     // Each side hears the other's tone, not its own, after a short delay.
     for (file, tone, other) in [(&alice_hears, 880.0, 440.0), (&bob_hears, 440.0, 880.0)] {
-        let samples = read_wav(file);
+        let samples = common::read_wav(file);
         assert!(
             samples.len() >= 48_000,
             "{} holds {} samples",
@@ -1151,17 +1151,9 @@ fn alice_calls_bob(serve: &Serve, test: &str, flags: &[&str]) -> (String, Backgr
     let (out, _) = icephone(&args, Duration::from_secs(30));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{stdout}");
-    let samples = read_wav(&alice_hears);
+    let samples = common::read_wav(&alice_hears);
     let _ = std::fs::remove_dir_all(dir);
     (stdout, bob, samples)
-}
-
-fn read_wav(path: &Path) -> Vec<i16> {
-    hound::WavReader::open(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .samples::<i16>()
-        .map(Result::unwrap)
-        .collect()
 }
 
 /// Hold and resume by re-INVITE: while alice holds (`sendonly`), bob

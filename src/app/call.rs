@@ -93,6 +93,12 @@ impl MediaFlags {
         Ok(())
     }
 
+    /// [`Self::apply_config`] with the file `--config` names (or the user's).
+    pub fn load_config(&mut self, path: Option<&std::path::Path>) -> Result<(), String> {
+        let config = super::config::Config::find(path).map_err(|e| e.to_string())?;
+        self.apply_config(&config)
+    }
+
     /// `--mic`, once [`Self::apply_config`] ran (`default` before).
     pub fn mic(&self) -> &str {
         self.mic.as_deref().unwrap_or("default")
@@ -220,10 +226,7 @@ pub struct CallArgs {
 
 pub async fn run(mut args: CallArgs) -> ExitCode {
     let stop = crate::net::shutdown_signal();
-    if let Err(e) = super::config::Config::find(args.account.config.as_deref())
-        .map_err(|e| e.to_string())
-        .and_then(|config| args.audio.apply_config(&config))
-    {
+    if let Err(e) = args.audio.load_config(args.account.config.as_deref()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

@@ -46,10 +46,7 @@ pub struct Session {
 
 pub async fn run(mut args: RegisterArgs) -> ExitCode {
     let stop = crate::net::shutdown_signal();
-    if let Err(e) = super::config::Config::find(args.account.config.as_deref())
-        .map_err(|e| e.to_string())
-        .and_then(|config| args.audio.apply_config(&config))
-    {
+    if let Err(e) = args.audio.load_config(args.account.config.as_deref()) {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }

@@ -25,8 +25,10 @@ use super::{FRAME, RATE};
 /// The queue holds at most this many frames; older samples are dropped.
 const MAX_FRAMES: usize = 6;
 /// Above this many frames waiting the queue is trimmed back to one frame:
-/// two would be normal jitter between the device's callbacks and our tick.
-const TRIM_ABOVE_FRAMES: usize = 3;
+/// a backlog (the first callbacks come before the first tick, or a stall)
+/// would otherwise stay as delay for the rest of the call. One frame more
+/// is normal jitter between the device's callbacks and our tick.
+const TRIM_ABOVE_FRAMES: usize = 2;
 /// cpal asks for up to this long to start a stream.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -222,6 +224,25 @@ fn choose_config(
     Ok((config, format))
 }
 
+/// The device named `name` and the configuration to open it with.
+fn open_device(
+    name: &str,
+    dir: Direction,
+) -> Result<(cpal::Device, cpal::StreamConfig, cpal::SampleFormat), String> {
+    let device = find_device(&cpal::default_host(), name, dir).map_err(|e| e.to_string())?;
+    let (config, format) = choose_config(&device, dir)?;
+    Ok((device, config, format))
+}
+
+/// cpal's error callback: counted, and logged.
+fn count_errors(counters: &Arc<DeviceCounters>, what: &'static str) -> impl FnMut(cpal::Error) {
+    let counters = counters.clone();
+    move |e: cpal::Error| {
+        counters.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(error = %e, "{what} stream");
+    }
+}
+
 /// Counters shared with the device thread.
 #[derive(Debug, Default)]
 pub struct DeviceCounters {
@@ -363,15 +384,9 @@ impl Capture {
         let counters = Arc::new(DeviceCounters::default());
         let (q, c, n) = (queue.clone(), counters.clone(), name.to_owned());
         let thread = StreamThread::start(name.to_owned(), move || {
-            let host = cpal::default_host();
-            let device = find_device(&host, &n, Direction::Input).map_err(|e| e.to_string())?;
-            let (config, format) = choose_config(&device, Direction::Input)?;
+            let (device, config, format) = open_device(&n, Direction::Input)?;
             let mut conv = Converter::new(config.channels, config.sample_rate, RATE);
-            let errors = c.clone();
-            let on_error = move |e: cpal::Error| {
-                errors.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "microphone stream");
-            };
+            let on_error = count_errors(&c, "microphone");
             macro_rules! build {
                 ($t:ty, $to_f32:expr) => {
                     device.build_input_stream::<$t, _, _>(
@@ -454,15 +469,9 @@ impl Playback {
         let counters = Arc::new(DeviceCounters::default());
         let (q, c, n) = (queue.clone(), counters.clone(), name.to_owned());
         let thread = StreamThread::start(name.to_owned(), move || {
-            let host = cpal::default_host();
-            let device = find_device(&host, &n, Direction::Output).map_err(|e| e.to_string())?;
-            let (config, format) = choose_config(&device, Direction::Output)?;
+            let (device, config, format) = open_device(&n, Direction::Output)?;
             let mut conv = Converter::new(config.channels, RATE, config.sample_rate);
-            let errors = c.clone();
-            let on_error = move |e: cpal::Error| {
-                errors.errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "speaker stream");
-            };
+            let on_error = count_errors(&c, "speaker");
             macro_rules! build {
                 ($t:ty, $from_f32:expr) => {
                     device.build_output_stream::<$t, _, _>(

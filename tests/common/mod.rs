@@ -278,3 +278,35 @@ impl Serve {
         format!("sip:127.0.0.1:{};transport={transport}", self.port)
     }
 }
+
+/// A sine of `hz` at about -12 dBFS as a 48 kHz mono WAV: a microphone for
+/// a peer that needs a file (PulseAudio's paplay, baresip's aufile).
+pub fn write_tone_wav(path: &std::path::Path, hz: f64, seconds: f64) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..(48_000.0 * seconds) as usize {
+        let v = (std::f64::consts::TAU * hz * i as f64 / 48_000.0).sin() * 8000.0;
+        w.write_sample(v as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// The samples of a 16-bit WAV; a missing or broken file is none.
+pub fn read_wav(path: &std::path::Path) -> Vec<i16> {
+    hound::WavReader::open(path)
+        .map(|r| r.into_samples::<i16>().map_while(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// How many 20 ms frames of `samples` carry `hz` clearly.
+pub fn tone_frames(samples: &[i16], hz: f64) -> usize {
+    samples
+        .chunks_exact(960)
+        .filter(|f| icephone::audio::analysis::tone_level(f, hz) >= 0.5)
+        .count()
+}
