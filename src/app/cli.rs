@@ -50,58 +50,8 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
-    /// Run the embedded STUN/TURN server (UDP, TCP, and TLS with --tls-cert) until Ctrl-C or SIGTERM.
-    Serve {
-        /// Address to listen on (repeatable). Two addresses of one family
-        /// turn on RFC 5780 NAT behaviour discovery. Default: every
-        /// non-loopback address of this host.
-        #[arg(long = "listen", value_name = "IP")]
-        listen: Vec<std::net::IpAddr>,
-        /// Port for STUN/TURN on UDP and TCP; 0 picks a free one.
-        #[arg(long, default_value_t = 3478)]
-        port: u16,
-        /// Realm of the long-term credentials.
-        #[arg(long, default_value = "icephone")]
-        realm: String,
-        /// A TURN user as NAME:PASSWORD (repeatable). Without any, only STUN works.
-        #[arg(long = "user", value_name = "NAME:PASSWORD")]
-        users: Vec<String>,
-        /// Allocations one user may hold at once (486 beyond).
-        #[arg(long, default_value_t = 10)]
-        user_quota: usize,
-        /// Allocations the server holds at once (508 beyond).
-        #[arg(long, default_value_t = 10_000)]
-        max_allocations: usize,
-        /// Relay to loopback peers too (local tests and demos only).
-        #[arg(long)]
-        allow_loopback_peers: bool,
-        /// Serve TURN over TLS too (turns:), with this PEM certificate chain.
-        #[arg(long, value_name = "FILE", requires = "tls_key")]
-        tls_cert: Option<std::path::PathBuf>,
-        /// The PEM private key of --tls-cert.
-        #[arg(long, value_name = "FILE", requires = "tls_cert")]
-        tls_key: Option<std::path::PathBuf>,
-        /// Port for TURN over TLS; 0 picks a free one.
-        #[arg(long, default_value_t = 5349)]
-        tls_port: u16,
-        /// Port of the SIP registrar and proxy (UDP and TCP); 0 picks a free one.
-        #[arg(long, default_value_t = 5060)]
-        sip_port: u16,
-        /// Port of SIP over TLS (with --tls-cert); 0 picks a free one.
-        #[arg(long, default_value_t = 5061)]
-        sip_tls_port: u16,
-        /// Serve STUN/TURN only, no SIP.
-        #[arg(long)]
-        no_sip: bool,
-        /// Shortest SIP registration accepted, in seconds (423 below).
-        #[arg(long, default_value_t = 60)]
-        min_expires: u32,
-        /// Digest algorithms the registrar and proxy challenge with, most
-        /// preferred first: sha-256,md5 (default). `md5` alone for clients
-        /// that only try the first challenge (baresip 1.0).
-        #[arg(long, value_delimiter = ',', value_name = "ALGS")]
-        sip_digest: Vec<String>,
-    },
+    /// Run the embedded STUN/TURN server and SIP registrar/proxy until Ctrl-C or SIGTERM.
+    Serve(super::serve::ServeArgs),
     /// Register a SIP account, keep it registered until Ctrl-C or SIGTERM, then unregister.
     Register {
         #[command(flatten)]
@@ -409,96 +359,7 @@ pub fn run() -> ExitCode {
                 json,
                 timeout,
             } => super::nat_check::run(&stun, json, Duration::from_secs(timeout)).await,
-            Command::Serve {
-                listen,
-                port,
-                realm,
-                users,
-                user_quota,
-                max_allocations,
-                allow_loopback_peers,
-                tls_cert,
-                tls_key,
-                tls_port,
-                sip_port,
-                sip_tls_port,
-                no_sip,
-                min_expires,
-                sip_digest,
-            } => {
-                let mut digest = Vec::new();
-                for name in &sip_digest {
-                    match crate::sip::digest::DigestAlgorithm::parse(Some(name.trim())) {
-                        Some(
-                            a @ (crate::sip::digest::DigestAlgorithm::Md5
-                            | crate::sip::digest::DigestAlgorithm::Sha256),
-                        ) => digest.push(a),
-                        _ => {
-                            eprintln!("error: --sip-digest: {name:?} is not md5 or sha-256");
-                            return ExitCode::from(2);
-                        }
-                    }
-                }
-                let rfc5780 = listen.len() >= 2;
-                let listen = if listen.is_empty() {
-                    crate::net::interfaces::host_addresses(Default::default()).unwrap_or_default()
-                } else {
-                    listen
-                };
-                let mut turn = crate::turn::TurnServerConfig {
-                    realm,
-                    user_quota,
-                    total_allocations: max_allocations,
-                    allow_loopback_peers,
-                    software: Some(concat!("icephone ", env!("CARGO_PKG_VERSION")).into()),
-                    ..Default::default()
-                };
-                for u in &users {
-                    match u.split_once(':') {
-                        Some((name, password)) if !name.is_empty() => {
-                            turn.users.insert(name.to_owned(), password.to_owned());
-                        }
-                        _ => {
-                            // Not echoed: whatever was typed may be a password.
-                            eprintln!("error: --user expects NAME:PASSWORD with a non-empty NAME");
-                            return ExitCode::from(2);
-                        }
-                    }
-                }
-                let tls = match (tls_cert, tls_key) {
-                    (Some(cert), Some(key)) => match crate::net::tls::server_config(&cert, &key) {
-                        Ok(config) => Some(crate::server::ServeTls {
-                            config,
-                            port: tls_port,
-                        }),
-                        Err(e) => {
-                            eprintln!("error: {e}");
-                            return ExitCode::from(2);
-                        }
-                    },
-                    _ => None,
-                };
-                let config = crate::server::ServeConfig {
-                    listen,
-                    port,
-                    rfc5780,
-                    turn,
-                    tls,
-                    sip: (!no_sip).then_some(crate::server::SipSettings {
-                        port: sip_port,
-                        min_expires,
-                        tls_port: sip_tls_port,
-                        digest,
-                    }),
-                };
-                match crate::server::run(config).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::from(2)
-                    }
-                }
-            }
+            Command::Serve(args) => super::serve::run(args).await,
             Command::Register {
                 account,
                 timeout,

@@ -18,6 +18,8 @@ pub struct Config {
     pub ice: IceSection,
     #[serde(default)]
     pub audio: AudioSection,
+    #[serde(default)]
+    pub serve: super::serve::ServeSection,
 }
 
 /// `[ice]`: how calls find their path.

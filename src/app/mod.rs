@@ -20,6 +20,7 @@ pub mod phone_view;
 pub mod register;
 pub mod report;
 pub mod report_html;
+pub mod serve;
 pub mod server_addr;
 pub mod turn_probe;
 
