@@ -58,6 +58,18 @@ pub struct MediaFlags {
     /// TURN servers with their own credentials, from the config file.
     #[arg(skip)]
     pub turn_servers: Vec<(String, String, String)>,
+    /// From the config file only: nomination and jitter buffer bounds.
+    #[arg(skip)]
+    pub tuning: Tuning,
+}
+
+/// Settings with no flag of their own: `[ice] nomination`, `[audio]
+/// jitter_min_ms` and `jitter_max_ms`.
+#[derive(Clone, Debug, Default)]
+pub struct Tuning {
+    pub nomination: crate::ice::Nomination,
+    pub jitter_min_ms: u32,
+    pub jitter_max_ms: u32,
 }
 
 impl MediaFlags {
@@ -86,6 +98,30 @@ impl MediaFlags {
                 .clone()
                 .unwrap_or_else(|| ["opus", "pcmu", "pcma"].map(String::from).to_vec());
         }
+        if let Some(ptime) = audio.ptime.filter(|p| *p != 20) {
+            return Err(format!(
+                "[audio] ptime = {ptime}: icephone sends 20 ms packets only"
+            ));
+        }
+        let (min, max) = (
+            audio.jitter_min_ms.unwrap_or(0),
+            audio.jitter_max_ms.unwrap_or(0),
+        );
+        if max != 0 && min > max {
+            return Err(format!(
+                "[audio] jitter_min_ms = {min} is above jitter_max_ms = {max}"
+            ));
+        }
+        self.tuning = Tuning {
+            nomination: match ice.nomination {
+                Some(super::config::NominationName::Aggressive) => {
+                    crate::ice::Nomination::Aggressive
+                }
+                _ => crate::ice::Nomination::Regular,
+            },
+            jitter_min_ms: min,
+            jitter_max_ms: max,
+        };
         self.mic
             .get_or_insert_with(|| audio.mic.clone().unwrap_or_else(|| "default".into()));
         self.speaker
@@ -115,6 +151,9 @@ impl MediaFlags {
         let mut options = MediaOptions {
             relay_only: policy == "relay",
             no_ice: policy == "none",
+            nomination: self.tuning.nomination,
+            jitter_min_ms: self.tuning.jitter_min_ms,
+            jitter_max_ms: self.tuning.jitter_max_ms,
             ..MediaOptions::default()
         };
         let mut turn: Vec<(String, String, String)> = Vec::new();
@@ -481,4 +520,39 @@ enum Change {
     Hold,
     Resume,
     RestartIce,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn apply(text: &str) -> Result<MediaFlags, String> {
+        let config = super::super::config::Config::parse(text, Path::new("t.toml"))
+            .map_err(|e| e.to_string())?;
+        let mut flags = MediaFlags::default();
+        flags.apply_config(&config)?;
+        Ok(flags)
+    }
+
+    #[test]
+    fn audio_and_ice_tuning_come_from_the_file_and_nonsense_is_refused() {
+        let f = apply("[ice]\nnomination = \"aggressive\"\n[audio]\njitter_min_ms = 40\njitter_max_ms = 400\n").unwrap();
+        assert_eq!(f.tuning.nomination, crate::ice::Nomination::Aggressive);
+        assert_eq!((f.tuning.jitter_min_ms, f.tuning.jitter_max_ms), (40, 400));
+        let err = apply("[audio]\nptime = 40\n").unwrap_err();
+        assert!(err.contains("20 ms"), "{err}");
+        let err = apply("[audio]\njitter_min_ms = 500\njitter_max_ms = 100\n").unwrap_err();
+        assert!(err.contains("jitter_min_ms"), "{err}");
+        // Flags win over the file.
+        let config =
+            super::super::config::Config::parse("[audio]\nmic = \"tone:300\"\n", Path::new("t"))
+                .unwrap();
+        let mut flags = MediaFlags {
+            mic: Some("silence".into()),
+            ..MediaFlags::default()
+        };
+        flags.apply_config(&config).unwrap();
+        assert_eq!(flags.mic(), "silence");
+    }
 }

@@ -34,6 +34,15 @@ pub struct IceSection {
     pub turn: Vec<TurnEntry>,
     /// `all`, `relay` or `none`.
     pub policy: Option<IcePolicy>,
+    /// `regular` (RFC 8445) or `aggressive` (RFC 5245, for old peers).
+    pub nomination: Option<NominationName>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NominationName {
+    Regular,
+    Aggressive,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -94,6 +103,13 @@ pub struct AudioSection {
     pub speaker: Option<String>,
     /// Voice codecs in order of preference.
     pub codecs: Option<Vec<String>>,
+    /// Packet time, ms: 20 is what icephone sends (checked, so a 40 here
+    /// is an error rather than silently ignored).
+    pub ptime: Option<u32>,
+    /// Bounds of the adaptive jitter buffer, ms: it holds at least
+    /// `jitter_min_ms` and never more than `jitter_max_ms`.
+    pub jitter_min_ms: Option<u32>,
+    pub jitter_max_ms: Option<u32>,
 }
 
 /// One `[[account]]` table.

@@ -110,6 +110,8 @@ pub struct AudioSetup {
     pub sink: Sink,
     /// While true the microphone is replaced by silence.
     pub mute: watch::Receiver<bool>,
+    /// The jitter buffer's bounds, ms (0: the default, 20 and 1000).
+    pub jitter_bounds: (u32, u32),
     pub live: watch::Sender<LiveAudio>,
     pub negotiated: Negotiated,
     /// Our direction, changed by re-INVITEs (hold, resume).
@@ -131,6 +133,7 @@ pub async fn run(
         mut sink,
         mute,
         live,
+        jitter_bounds,
         negotiated,
         direction,
         mut dtmf,
@@ -161,7 +164,14 @@ pub async fn run(
             return report;
         }
     };
-    let mut jitter = JitterBuffer::new(20, 50);
+    let (min_ms, max_ms) = jitter_bounds;
+    let max_frames = if max_ms == 0 {
+        50
+    } else {
+        (max_ms / 20).max(4) as usize
+    };
+    let mut jitter = JitterBuffer::new(20, max_frames);
+    jitter.set_min_frames((min_ms / 20).max(1) as usize);
     let dtmf_pt = negotiated.dtmf.as_ref().map(|d| d.payload_type);
     let mut keys = DtmfKeys {
         sender: DtmfSender::new(codec.clock_rate),

@@ -48,6 +48,8 @@ pub struct JitterBuffer {
     stats: JitterStats,
     /// The sequence number of the frame `pop` last returned as `Frame`.
     last_played: Option<u16>,
+    /// The fewest frames held, whatever the measured jitter.
+    min_frames: usize,
 }
 
 impl JitterBuffer {
@@ -63,7 +65,15 @@ impl JitterBuffer {
             starved: 0,
             stats: JitterStats::default(),
             last_played: None,
+            min_frames: 1,
         }
+    }
+
+    /// The fewest frames to hold (`[audio] jitter_min_ms`), at most half
+    /// the buffer.
+    pub fn set_min_frames(&mut self, frames: usize) {
+        self.min_frames = frames.clamp(1, self.max / 2);
+        self.target = self.target.max(self.min_frames);
     }
 
     /// The RTP sequence number of the frame last played (for measuring how
@@ -94,7 +104,7 @@ impl JitterBuffer {
     /// and 5 ms, in whole frames, at least one.
     pub fn set_jitter_ms(&mut self, jitter_ms: f64) {
         let want = ((2.0 * jitter_ms + 5.0) / f64::from(self.frame_ms)).ceil() as usize;
-        self.target = want.clamp(1, self.max / 2);
+        self.target = want.clamp(self.min_frames, self.max / 2);
     }
 
     pub fn push(&mut self, sequence: u16, payload: Vec<u8>) {
@@ -270,5 +280,16 @@ mod tests {
         assert_eq!(jb.target_ms(), 80, "2·30 + 5 = 65 ms -> 4 frames");
         jb.set_jitter_ms(10_000.0);
         assert_eq!(jb.target_ms(), 200, "capped at half the buffer");
+    }
+
+    #[test]
+    fn the_minimum_holds_whatever_the_jitter() {
+        let mut jb = JitterBuffer::new(20, 50);
+        jb.set_min_frames(3);
+        jb.set_jitter_ms(0.0);
+        assert_eq!(jb.target_ms(), 60);
+        // Never more than half the buffer.
+        jb.set_min_frames(100);
+        assert_eq!(jb.target_ms(), 25 * 20);
     }
 }

@@ -52,6 +52,10 @@ pub struct MediaOptions {
     /// `--ice-policy none`: offer no ICE at all (plain RTP, for peers and
     /// gateways that cannot take it).
     pub no_ice: bool,
+    pub nomination: crate::ice::Nomination,
+    /// Jitter buffer bounds in ms; 0 keeps the default (20 and 1000).
+    pub jitter_min_ms: u32,
+    pub jitter_max_ms: u32,
 }
 
 /// The pair ICE selected, as the call reports it.
@@ -76,6 +80,8 @@ const DEFAULT_PACING: Duration = Duration::from_millis(50);
 
 pub struct CallMedia {
     session: IceSession,
+    /// The jitter buffer's bounds, ms (0: default).
+    jitter_bounds: (u32, u32),
     /// The caller controls (RFC 8445 §6.1.1: the offerer does).
     controlling: bool,
     /// What gathering found (offered, unless we offer no ICE).
@@ -134,7 +140,10 @@ impl CallMedia {
             .map_err(|e| MediaError::Socket(e.to_string()))?;
         let mut rng = StdRng::from_os_rng();
         let mut agent = IceAgent::new(
-            IceConfig::default(),
+            IceConfig {
+                nomination: options.nomination,
+                ..IceConfig::default()
+            },
             Instant::now(),
             Box::new(StdRng::from_rng(&mut rng)),
         );
@@ -183,6 +192,7 @@ impl CallMedia {
         };
         Ok(CallMedia {
             session,
+            jitter_bounds: (options.jitter_min_ms, options.jitter_max_ms),
             controlling,
             gathered: candidates,
             local,
@@ -546,6 +556,7 @@ impl CallMedia {
             sink,
             mute: muted,
             live: live_tx,
+            jitter_bounds: self.jitter_bounds,
             negotiated,
             direction: self.direction.subscribe(),
             dtmf,
