@@ -366,9 +366,16 @@ fn summary(
     let mut ok = true;
     println!("\n── what happened ───────────────────────────────────────────");
     for (who, r) in [("alice", &alice), ("bob", &bob)] {
+        // Component 1 (RTP, and RTCP multiplexed on it); component 2 is
+        // gathered only for peers that do not multiplex.
         let cands: Vec<String> = r["ice"]["local_candidates"]
             .as_array()
-            .map(|a| a.iter().map(describe_candidate).collect())
+            .map(|a| {
+                a.iter()
+                    .filter(|c| c["component"] == 1)
+                    .map(describe_candidate)
+                    .collect()
+            })
             .unwrap_or_default();
         println!("candidates   {who:<5} {}", cands.join(", "));
     }

@@ -141,6 +141,8 @@ pub async fn run(
     let mut report = AudioReport::default();
     let codec = &negotiated.send_codec;
     let voice_pt = codec.payload_type;
+    // RTCP on its own component unless multiplexed (RFC 5761).
+    let rtcp_component = if negotiated.rtcp_mux { 1 } else { 2 };
 
     let mut rng = StdRng::from_os_rng();
     let started = Instant::now();
@@ -216,7 +218,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(rtp.poll_timeout())) => {
                 if let Some(compound) = rtp.handle_timeout(Instant::now(), &mut rng) {
                     report.rtcp_sent += 1;
-                    let _ = commands.send(IceCommand::SendMedia { component: 1, data: compound });
+                    let _ = commands.send(IceCommand::SendMedia { component: rtcp_component, data: compound });
                 }
             }
             _ = tick.tick() => {
@@ -288,7 +290,7 @@ pub async fn run(
     // RFC 3550 §6.6: a BYE tells the peer the stream ends.
     if let Ok(bye) = rtp.bye(Instant::now(), None) {
         let _ = commands.send(IceCommand::SendMedia {
-            component: 1,
+            component: rtcp_component,
             data: bye,
         });
     }

@@ -135,13 +135,17 @@ impl CallMedia {
         controlling: bool,
         options: &MediaOptions,
     ) -> Result<Self, MediaError> {
-        let sockets = bind_sockets(&[ip], 1)
+        // Component 2 (RTCP) too, for peers that do not multiplex; unused
+        // (no remote candidates for it) when the answer agrees to rtcp-mux.
+        let components = if options.no_ice { 1 } else { 2 };
+        let sockets = bind_sockets(&[ip], components)
             .await
             .map_err(|e| MediaError::Socket(e.to_string()))?;
         let mut rng = StdRng::from_os_rng();
         let mut agent = IceAgent::new(
             IceConfig {
                 nomination: options.nomination,
+                components,
                 ..IceConfig::default()
             },
             Instant::now(),
@@ -164,6 +168,7 @@ impl CallMedia {
         let candidates = gather(&mut session).await;
         let default = default_candidate(&candidates)
             .ok_or_else(|| MediaError::Socket("no candidate".into()))?;
+        let rtcp_default = default_candidate_of(&candidates, 2);
         let credentials = session.local_credentials.clone();
         let local = LocalMedia {
             codecs: if options.codecs.is_empty() {
@@ -175,7 +180,7 @@ impl CallMedia {
             ptime: 20,
             direction: Direction::SendRecv,
             address: default,
-            rtcp: None,
+            rtcp: rtcp_default,
             rtcp_mux: true,
             ice: (!options.no_ice).then(|| IceDescription {
                 ufrag: credentials.ufrag,
@@ -248,6 +253,7 @@ impl CallMedia {
         if let Some(d) = default_candidate(&self.gathered) {
             self.local.address = d;
         }
+        self.local.rtcp = default_candidate_of(&self.gathered, 2);
     }
 
     /// RFC 8839 §4.2.2: once ICE has selected, the controlling side's
@@ -387,7 +393,12 @@ impl CallMedia {
     }
 
     /// The peer's credentials and candidates, to the agent.
-    fn send_remote(&self, ice: IceDescription) {
+    fn send_remote(&self, mut ice: IceDescription) {
+        // Multiplexing: RTCP rides component 1, so the peer's component 2
+        // candidates (offered for peers that do not) are not checked.
+        if self.negotiated.as_ref().is_none_or(|n| n.rtcp_mux) {
+            ice.candidates.retain(|c| c.component == 1);
+        }
         let tx = &self.session.commands;
         // RFC 8839 §5.5: both sides pace at the larger Ta, and a side that
         // does not say wants the default 50 ms.
@@ -402,7 +413,13 @@ impl CallMedia {
         for c in ice.candidates {
             let _ = tx.send(IceCommand::AddRemoteCandidate(c));
         }
-        if ice.end_of_candidates {
+        // Without trickle (RFC 8838) the SDP holds every candidate there
+        // will be (RFC 8839 §4.1): a peer that does not write
+        // a=end-of-candidates (baresip) has sent them all too. Until the
+        // end is known an unused component (RTCP, when multiplexed) would
+        // keep the session from connecting.
+        let trickles = ice.options.iter().any(|o| o == "trickle");
+        if ice.end_of_candidates || !trickles {
             let _ = tx.send(IceCommand::EndOfRemoteCandidates);
         }
     }
@@ -452,6 +469,19 @@ impl CallMedia {
                 component,
             } => {
                 let after = self.checks_started.map(|t| t.elapsed()).unwrap_or_default();
+                if component != 1 {
+                    // RTCP's pair: in the check log, not the call's pair.
+                    self.checks.push(CheckEvent {
+                        at: Instant::now(),
+                        component,
+                        local: local.base,
+                        remote: remote.address,
+                        state: PairState::Succeeded,
+                        rtt: None,
+                        nominated: true,
+                    });
+                    return;
+                }
                 self.checks.push(CheckEvent {
                     at: Instant::now(),
                     component,
@@ -652,15 +682,21 @@ async fn gather(session: &mut IceSession) -> Vec<Candidate> {
 /// work for a peer without ICE): relayed, else server-reflexive, else the
 /// first host candidate.
 fn default_candidate(candidates: &[Candidate]) -> Option<SocketAddr> {
-    use crate::ice::CandidateType;
+    default_candidate_of(candidates, 1)
+}
+
+/// RFC 8839 §4.2.1.2: the candidate most likely to work, for `c=`/`m=`
+/// (component 1) or `a=rtcp` (component 2): relayed, else reflexive, else
+/// host.
+fn default_candidate_of(candidates: &[Candidate], component: u16) -> Option<SocketAddr> {
     let of = |kind| {
         candidates
             .iter()
-            .find(|c| c.component == 1 && c.kind == kind)
+            .find(|c| c.component == component && c.kind == kind)
     };
     of(CandidateType::Relayed)
         .or_else(|| of(CandidateType::ServerReflexive))
-        .or_else(|| candidates.iter().find(|c| c.component == 1))
+        .or_else(|| candidates.iter().find(|c| c.component == component))
         .map(|c| c.address)
 }
 

@@ -552,7 +552,8 @@ fn write_audio(a: &AudioDescription) -> Media {
     add(a.direction.token(), None);
     if a.rtcp_mux {
         add("rtcp-mux", None);
-    } else if let Some(r) = a.rtcp {
+    }
+    if let Some(r) = a.rtcp {
         let t = if r.is_ipv4() { "IP4" } else { "IP6" };
         add("rtcp", Some(format!("{} IN {t} {}", r.port(), r.ip())));
     }

@@ -141,6 +141,13 @@ pub fn answer(
         if use_ice { local.ice.clone() } else { None },
     );
     ours.rtcp_mux = rtcp_mux;
+    if rtcp_mux {
+        // RFC 8839 §4.2.1: multiplexing, the answer has no RTCP component.
+        ours.rtcp = None;
+        if let Some(ice) = ours.ice.as_mut() {
+            ice.candidates.retain(|c| c.component == 1);
+        }
+    }
     ours.ice_mismatch = mismatch;
     let others = offer
         .media
@@ -296,7 +303,9 @@ fn local_audio(
         ptime: Some(local.ptime),
         maxptime: None,
         rtcp_mux: local.rtcp_mux,
-        rtcp: if local.rtcp_mux { None } else { local.rtcp },
+        // Offered beside a=rtcp-mux too (RFC 5761 §5.1.3): a peer that does
+        // not multiplex (baresip, pjsua by default) finds its component 2.
+        rtcp: local.rtcp,
         direction,
         ice,
         ice_mismatch: false,
