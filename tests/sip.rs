@@ -91,6 +91,8 @@ impl Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
+        // Its workers go with it only on SIGTERM.
+        self._process.shut_down(Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -178,6 +178,23 @@ impl Background {
     }
 }
 
+impl Background {
+    /// SIGTERM by PID, then a bounded wait: for daemons such as Kamailio,
+    /// whose worker processes end only when their parent shuts them down
+    /// (a SIGKILL would orphan them). The drop's SIGKILL follows if needed.
+    pub fn shut_down(&mut self, limit: Duration) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
         let _ = self.child.kill();
