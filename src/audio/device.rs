@@ -366,6 +366,8 @@ impl Drop for StreamThread {
 /// A microphone: `next_frame` takes 20 ms of what the device captured.
 pub struct Capture {
     queue: Arc<Mutex<SampleQueue>>,
+    /// Notified from the device's thread when a whole frame is queued.
+    pub ready: Arc<tokio::sync::Notify>,
     pub counters: Arc<DeviceCounters>,
     pub name: String,
     _thread: StreamThread,
@@ -382,7 +384,13 @@ impl Capture {
     pub fn open(name: &str) -> Result<Self, DeviceError> {
         let queue = Arc::new(Mutex::new(SampleQueue::default()));
         let counters = Arc::new(DeviceCounters::default());
-        let (q, c, n) = (queue.clone(), counters.clone(), name.to_owned());
+        let ready = Arc::new(tokio::sync::Notify::new());
+        let (q, c, n, r) = (
+            queue.clone(),
+            counters.clone(),
+            name.to_owned(),
+            ready.clone(),
+        );
         let thread = StreamThread::start(name.to_owned(), move || {
             let (device, config, format) = open_device(&n, Direction::Input)?;
             let mut conv = Converter::new(config.channels, config.sample_rate, RATE);
@@ -394,8 +402,12 @@ impl Capture {
                         move |data: &[$t], _| {
                             c.samples.fetch_add(data.len() as u64, Ordering::Relaxed);
                             let mono = conv.convert_to_mono_48k(data.iter().map(|s| $to_f32(*s)));
-                            if let Ok(mut q) = q.lock() {
+                            let whole = q.lock().map(|mut q| {
                                 q.push(mono, &c);
+                                q.samples.len() >= FRAME
+                            });
+                            if whole.unwrap_or(false) {
+                                r.notify_one();
                             }
                         },
                         on_error,
@@ -413,6 +425,7 @@ impl Capture {
         tracing::info!(device = name, "microphone open");
         Ok(Capture {
             queue,
+            ready,
             counters,
             name: name.to_owned(),
             _thread: thread,
@@ -426,6 +439,14 @@ impl Capture {
             .lock()
             .map(|q| q.samples.len() as f64 / 48.0)
             .unwrap_or(0.0)
+    }
+
+    /// Whether a whole frame is queued.
+    pub fn frame_ready(&self) -> bool {
+        self.queue
+            .lock()
+            .map(|q| q.samples.len() >= FRAME)
+            .unwrap_or(false)
     }
 
     /// The next 20 ms; silence while the device has not delivered it yet.

@@ -68,6 +68,24 @@ impl Source {
         }
     }
 
+    /// For a sound card: signalled whenever the device has delivered a
+    /// frame, so sending can follow the device's clock. `None` for files,
+    /// tones and silence, which are made when asked.
+    pub fn ready_signal(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        match self {
+            Source::Device(capture) => Some(capture.ready.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether a whole frame is waiting (always, but for a sound card).
+    pub fn frame_ready(&self) -> bool {
+        match self {
+            Source::Device(capture) => capture.frame_ready(),
+            _ => true,
+        }
+    }
+
     /// How long the frame just handed out had waited since it was
     /// captured, in ms: files and tones are made on demand (0).
     pub fn waited_ms(&self) -> f64 {

@@ -189,6 +189,9 @@ pub async fn run(
     let mut first = true;
     // Voice packets' arrival times, to measure their wait until played.
     let mut arrivals: std::collections::VecDeque<(u16, Instant)> = Default::default();
+    // Set when the capture device has a frame (sound cards only).
+    let capture_ready = source.ready_signal();
+    let (mut do_send, mut do_play) = (false, false);
     loop {
         tokio::select! {
             // Packets waiting are pushed before a frame is played, so a busy
@@ -222,52 +225,10 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                if !keys.sender.is_busy() {
-                    if let Some(digit) = keys.queue.pop_front() {
-                        let ts = rtp.sender().current_timestamp();
-                        if keys.sender.start(digit, DTMF_TONE, ts, Instant::now()).is_ok() {
-                            report.dtmf_sent.push(digit.as_char());
-                        }
-                    }
-                }
-                let frame_started = Instant::now();
-                source.next_frame(&mut frame);
-                let waited = source.waited_ms();
-                if *mute.borrow() {
-                    frame.fill(0);
-                }
-                // One 20 ms Opus frame a packet, whatever a=ptime asked:
-                // packing two frames for 40 ms is not done yet.
-                // On hold we send nothing (RTCP goes on, RFC 3264 §8.4).
-                if !direction.borrow().sends() {
-                    // The timeline goes on while nothing is sent, so the
-                    // peer's jitter estimate sees no jump at resume
-                    // (RFC 3550 §5.1: the timestamp is the sampling instant).
-                    rtp.sender_mut().skip(voice.frame_samples());
-                } else {
-                    if let Some((payload, samples)) = voice.encode(&frame) {
-                        let packet = rtp.sender_mut().packetize(&payload, samples, first);
-                        first = false;
-                        report.packets_sent += 1;
-                        report.bytes_sent += packet.len() as u64;
-                        let _ = commands.send(IceCommand::SendMedia { component: 1, data: packet });
-                        report.latency.send.add(waited + frame_started.elapsed().as_secs_f64() * 1e3);
-                    }
-                }
-                let before = jitter.last_played();
-                voice.play(&mut jitter, &mut out);
-                sink.write(&out);
-                if let Some(seq) = jitter.last_played().filter(|s| Some(*s) != before) {
-                    if let Some(i) = arrivals.iter().position(|(s, _)| *s == seq) {
-                        report.latency.playout.add(arrivals[i].1.elapsed().as_secs_f64() * 1e3);
-                    }
-                }
-                live.send_modify(|l| {
-                    l.packets_sent = report.packets_sent;
-                    l.mic_level = rms(&frame);
-                    l.speaker_level = rms(&out);
-                });
+                do_play = true;
+                do_send = capture_ready.is_none();
             }
+            _ = wait_ready(capture_ready.as_deref()) => do_send = true,
             _ = sample.tick() => {
                 let st = rtp.stats();
                 live.send_modify(|l| {
@@ -286,6 +247,78 @@ pub async fn run(
             }
             _ = stop.changed() => break,
         }
+        // A sound card's microphone paces the sending: each frame goes as
+        // soon as the device has delivered it, not at the next tick.
+        while do_send {
+            do_send = false;
+            // A stale wake-up: nothing whole to send yet.
+            if capture_ready.is_some() && !source.frame_ready() {
+                break;
+            }
+            if !keys.sender.is_busy() {
+                if let Some(digit) = keys.queue.pop_front() {
+                    let ts = rtp.sender().current_timestamp();
+                    if keys
+                        .sender
+                        .start(digit, DTMF_TONE, ts, Instant::now())
+                        .is_ok()
+                    {
+                        report.dtmf_sent.push(digit.as_char());
+                    }
+                }
+            }
+            let frame_started = Instant::now();
+            source.next_frame(&mut frame);
+            let waited = source.waited_ms();
+            if *mute.borrow() {
+                frame.fill(0);
+            }
+            // One 20 ms Opus frame a packet, whatever a=ptime asked:
+            // packing two frames for 40 ms is not done yet.
+            // On hold we send nothing (RTCP goes on, RFC 3264 §8.4).
+            if !direction.borrow().sends() {
+                // The timeline goes on while nothing is sent, so the
+                // peer's jitter estimate sees no jump at resume
+                // (RFC 3550 §5.1: the timestamp is the sampling instant).
+                rtp.sender_mut().skip(voice.frame_samples());
+            } else {
+                if let Some((payload, samples)) = voice.encode(&frame) {
+                    let packet = rtp.sender_mut().packetize(&payload, samples, first);
+                    first = false;
+                    report.packets_sent += 1;
+                    report.bytes_sent += packet.len() as u64;
+                    let _ = commands.send(IceCommand::SendMedia {
+                        component: 1,
+                        data: packet,
+                    });
+                    report
+                        .latency
+                        .send
+                        .add(waited + frame_started.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            if capture_ready.is_some() && source.frame_ready() {
+                do_send = true;
+            }
+        }
+        if std::mem::take(&mut do_play) {
+            let before = jitter.last_played();
+            voice.play(&mut jitter, &mut out);
+            sink.write(&out);
+            if let Some(seq) = jitter.last_played().filter(|s| Some(*s) != before) {
+                if let Some(i) = arrivals.iter().position(|(s, _)| *s == seq) {
+                    report
+                        .latency
+                        .playout
+                        .add(arrivals[i].1.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            live.send_modify(|l| {
+                l.packets_sent = report.packets_sent;
+                l.mic_level = rms(&frame);
+                l.speaker_level = rms(&out);
+            });
+        }
     }
     // RFC 3550 §6.6: a BYE tells the peer the stream ends.
     if let Ok(bye) = rtp.bye(Instant::now(), None) {
@@ -303,6 +336,14 @@ pub async fn run(
     report.playout = jitter.stats();
     report.sink_error = sink.finish().err().map(|e| e.to_string());
     report
+}
+
+/// Resolves when the microphone has a frame; never without a signal.
+async fn wait_ready(signal: Option<&tokio::sync::Notify>) {
+    match signal {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn rms(frame: &[i16]) -> f32 {
