@@ -392,6 +392,21 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
                 report.record(&moments, "INVITE (re-INVITE)", true);
                 let _ = session.handle.commands.send(UaCommand::ReInvite { call, body });
             }
+            // Consent lost mid-call (RFC 7675): the path broke, typically a
+            // NAT that forgot its mapping. Re-open signalling, then restart
+            // ICE (with new relays) by re-INVITE, as RFC 8445 §9 allows.
+            lost = media.path_lost(), if moments.answer.is_some() && !restarting && !hung_up => {
+                let _ = session.handle.commands.send(UaCommand::KeepAliveNow);
+                println!("ice lost the path ({}): restarting ICE", lost.as_str());
+                match media.restart_offer().await {
+                    Ok(body) => {
+                        restarting = true;
+                        report.record(&moments, "INVITE (re-INVITE)", true);
+                        let _ = session.handle.commands.send(UaCommand::ReInvite { call, body });
+                    }
+                    Err(e) => println!("ICE restart failed: {e}"),
+                }
+            }
             _ = hangup_due, if !hung_up => {
                 hung_up = true;
                 report.record(&moments, "BYE", true);

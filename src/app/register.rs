@@ -346,12 +346,22 @@ async fn answer_call(a: AnswerCall) {
         _ = ended.changed() => {}
     }
     // The socket, ICE (consent) and audio live until the call ends;
-    // meanwhile re-offers (hold, resume) are answered.
+    // meanwhile re-offers (hold, resume, ICE restarts) are answered.
+    let mut restart_pending = false;
     while ended.borrow().is_none() {
         tokio::select! {
             changed = ended.changed() => if changed.is_err() { break },
+            // The path broke: re-open our signalling flow at once so the
+            // caller's restarting re-INVITE can reach us (ours would meet
+            // theirs in glare; the caller restarts).
+            _ = media.path_lost(), if !restart_pending => {
+                println!("call {} ice lost the path: waiting for the restart", call.0);
+                restart_pending = true;
+                let _ = commands.send(UaCommand::KeepAliveNow);
+            }
             Some(offer) = reoffers.recv() => match media.reanswer(&offer).await {
                 Ok((answer, restarted)) => {
+                    restart_pending = false;
                     let state = media.negotiated.as_ref().map(|n| n.direction.token()).unwrap_or("?");
                     println!("call {} re-INVITE: now {state}", call.0);
                     let _ = commands.send(UaCommand::Answer { call, code: 200, body: answer });

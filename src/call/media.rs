@@ -331,15 +331,74 @@ impl CallMedia {
 
     /// New local credentials from the agent, for our next description.
     async fn restart_local(&mut self) -> Result<(), MediaError> {
+        // Consent lost: the NAT in front of us may have changed our
+        // address, so the TURN allocations are reached from a new 5-tuple
+        // the servers do not know; allocate afresh and offer the new ones.
+        self.drain_events();
+        let lost = matches!(
+            self.state,
+            ConnectionState::Disconnected | ConnectionState::Failed
+        );
         let (tx, rx) = oneshot::channel();
-        let _ = self.session.commands.send(IceCommand::Restart(tx));
+        let command = if lost {
+            IceCommand::RestartWithNewRelays(tx)
+        } else {
+            IceCommand::Restart(tx)
+        };
+        let _ = self.session.commands.send(command);
         let credentials = rx.await.map_err(|_| MediaError::IceFailed)?;
+        if lost {
+            let fresh = gather(&mut self.session).await;
+            for c in fresh {
+                if !self
+                    .gathered
+                    .iter()
+                    .any(|g| g.address == c.address && g.component == c.component)
+                {
+                    self.gathered.push(c);
+                }
+            }
+            if let Some(ice) = self.local.ice.as_mut() {
+                ice.candidates = self.gathered.clone();
+            }
+        }
         if let Some(ice) = self.local.ice.as_mut() {
             ice.ufrag = credentials.ufrag;
             ice.pwd = credentials.pwd;
         }
         self.selected = None;
         Ok(())
+    }
+
+    /// Takes in what the ICE session said since last asked (state,
+    /// selections, pair changes), without waiting.
+    fn drain_events(&mut self) {
+        while let Ok(event) = self.session.events.try_recv() {
+            self.on_event(event);
+        }
+    }
+
+    /// Resolves when ICE loses the path mid-call: consent checks went
+    /// unanswered (RFC 7675), so `Disconnected` or `Failed`. Meanwhile it
+    /// keeps the call's view of ICE current. Never resolves without ICE.
+    pub async fn path_lost(&mut self) -> ConnectionState {
+        if self.without_ice.is_some() {
+            return std::future::pending().await;
+        }
+        loop {
+            match self.session.events.recv().await {
+                Some(event) => {
+                    self.on_event(event);
+                    if matches!(
+                        self.state,
+                        ConnectionState::Disconnected | ConnectionState::Failed
+                    ) {
+                        return self.state;
+                    }
+                }
+                None => return std::future::pending().await,
+            }
+        }
     }
 
     /// A negotiation in a running call; after a restart the peer's new

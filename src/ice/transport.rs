@@ -311,6 +311,26 @@ impl IceTransport {
         Ok(())
     }
 
+    /// Fresh allocations on every TURN server, for an ICE restart after the
+    /// path to the servers changed (a NAT lost its mapping: the server no
+    /// longer knows our new address, RFC 8656 §3 ties an allocation to its
+    /// 5-tuple). The old ones are released (best effort) and their relayed
+    /// candidates stay, dead; the new ones join the agent as they come,
+    /// and gathering is open until they have.
+    pub fn reallocate(&mut self, now: Instant, rng: &mut dyn FnMut() -> Box<dyn RngCore + Send>) {
+        self.now = now;
+        for r in &mut self.relays {
+            r.client.release(now);
+            let config = r.client.config().clone();
+            r.client = TurnClient::new(config, now, rng());
+            r.settled = false;
+        }
+        if !self.relays.is_empty() {
+            self.agent.set_external_gathering(true);
+        }
+        self.pump();
+    }
+
     /// Deallocates every relay (each waits at most 2 s for an answer).
     pub fn release(&mut self, now: Instant) {
         self.now = now;

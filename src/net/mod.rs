@@ -83,6 +83,9 @@ pub enum IceCommand {
         remote: SocketAddr,
     },
     Restart(tokio::sync::oneshot::Sender<IceCredentials>),
+    /// As `Restart`, with fresh TURN allocations first: the path to the
+    /// servers changed (consent was lost).
+    RestartWithNewRelays(tokio::sync::oneshot::Sender<IceCredentials>),
     /// An RTP or RTCP packet for the component's media pair (dropped when
     /// ICE has validated no pair: media goes nowhere unchecked).
     SendMedia {
@@ -474,6 +477,14 @@ fn on_datagram(ice: &mut IceTransport, p: Received, out: &mpsc::Sender<MediaPack
 }
 
 fn apply(ice: &mut IceTransport, cmd: IceCommand) {
+    if let IceCommand::RestartWithNewRelays(reply) = cmd {
+        ice.reallocate(Instant::now(), &mut || {
+            Box::new(rand::rngs::StdRng::from_os_rng())
+        });
+        let _ = reply.send(ice.agent_mut().restart());
+        kick(ice);
+        return;
+    }
     if let IceCommand::SetPlainPeer { component, remote } = cmd {
         if ice.set_plain_peer(component, remote).is_none() {
             tracing::warn!(%remote, "no host address to reach a peer without ICE from");
@@ -491,7 +502,10 @@ fn apply(ice: &mut IceTransport, cmd: IceCommand) {
         IceCommand::Restart(reply) => {
             let _ = reply.send(agent.restart());
         }
-        IceCommand::SendMedia { .. } | IceCommand::Shutdown | IceCommand::SetPlainPeer { .. } => {}
+        IceCommand::SendMedia { .. }
+        | IceCommand::Shutdown
+        | IceCommand::SetPlainPeer { .. }
+        | IceCommand::RestartWithNewRelays(_) => {}
     }
     kick(ice);
 }

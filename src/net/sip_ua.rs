@@ -42,6 +42,8 @@ pub enum UaCommand {
     /// Remove the registration; the task ends after the answer (or its
     /// timeout) with the `Unregistered` event.
     Unregister,
+    /// Send the NAT keep-alive now (the media path was lost).
+    KeepAliveNow,
     /// End at once.
     Shutdown,
 }
@@ -118,6 +120,7 @@ async fn run(
                     ua.reinvite(Instant::now(), call, body);
                 }
                 Some(UaCommand::Unregister) => ua.unregister(Instant::now()),
+                Some(UaCommand::KeepAliveNow) => ua.keepalive_now(Instant::now()),
                 Some(UaCommand::Shutdown) => return ua,
                 // The application is gone: keep going until told or done.
                 None => commands_open = false,

@@ -209,6 +209,14 @@ impl UserAgent {
         self.register_tx = Some(id);
     }
 
+    /// A keep-alive now rather than at its time: the media path was just
+    /// lost, so the NAT may have dropped our signalling mapping too. Going
+    /// out re-opens it, and the answer shows whether the address changed
+    /// (then we register again from it).
+    pub fn keepalive_now(&mut self, now: Instant) {
+        self.send_keepalive(now);
+    }
+
     fn send_keepalive(&mut self, now: Instant) {
         let Some(period) = self.config.keepalive else {
             return;
