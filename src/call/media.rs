@@ -528,19 +528,6 @@ impl CallMedia {
                 component,
             } => {
                 let after = self.checks_started.map(|t| t.elapsed()).unwrap_or_default();
-                if component != 1 {
-                    // RTCP's pair: in the check log, not the call's pair.
-                    self.checks.push(CheckEvent {
-                        at: Instant::now(),
-                        component,
-                        local: local.base,
-                        remote: remote.address,
-                        state: PairState::Succeeded,
-                        rtt: None,
-                        nominated: true,
-                    });
-                    return;
-                }
                 self.checks.push(CheckEvent {
                     at: Instant::now(),
                     component,
@@ -550,6 +537,10 @@ impl CallMedia {
                     rtt: None,
                     nominated: true,
                 });
+                // RTCP's pair goes in the check log, not as the call's pair.
+                if component != 1 {
+                    return;
+                }
                 self.selected = Some(SelectedPair {
                     local,
                     remote,
