@@ -43,6 +43,8 @@ impl Kamailio {
                 "USERS=\"alice=Alice-pw1;bob=Bob-pw2;carol=Carol-pw3\"",
             ]);
         let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
+        // A group of its own: its worker processes are stopped with it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let process = Background::spawn_with_stderr(&mut cmd, log);
         let k = Kamailio {
             _process: process,
@@ -91,8 +93,8 @@ impl Kamailio {
 
 impl Drop for Kamailio {
     fn drop(&mut self) {
-        // Its workers go with it only on SIGTERM.
-        self._process.shut_down(Duration::from_secs(5));
+        // Its workers, too: the whole process group.
+        self._process.shut_down_group(Duration::from_secs(5));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -185,6 +185,21 @@ impl Background {
     pub fn shut_down(&mut self, limit: Duration) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.wait_up_to(limit);
+    }
+
+    /// For a daemon started in a process group of its own
+    /// (`CommandExt::process_group(0)`): SIGTERM to the whole group, a
+    /// bounded wait, then SIGKILL to whatever of the group is left.
+    pub fn shut_down_group(&mut self, limit: Duration) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        self.wait_up_to(limit);
+        thread::sleep(Duration::from_millis(100));
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    }
+
+    fn wait_up_to(&mut self, limit: Duration) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
