@@ -122,12 +122,15 @@ struct Setup {
     turn_query: &'static str,
     /// Extra flags for both phones.
     both: &'static [&'static str],
+    /// Seconds alice stays in the call.
+    hangup_after: &'static str,
 }
 
 const PLAIN: Setup = Setup {
     sip: "udp",
     turn_query: "",
     both: &[],
+    hangup_after: "3",
 };
 
 /// Who serves SIP and STUN/TURN on the lab's internet.
@@ -262,6 +265,8 @@ fn start_servers(lab: &Lab, servers: Servers, dir: &Path) -> Vec<Background> {
 
 /// What a call across the lab left behind.
 struct Outcome {
+    /// What alice's `call` printed.
+    alice_says: String,
     alice: Value,
     bob: Value,
     alice_heard: Vec<i16>,
@@ -370,7 +375,7 @@ fn call_across_with(
         "call".to_owned(),
         "sip:bob@lab.test".into(),
         "--hangup-after".into(),
-        "3".into(),
+        setup.hangup_after.into(),
     ];
     alice_args.extend(phone("alice", "pw1", "440", &alice_heard, &alice_report));
     let child = lab
@@ -399,6 +404,7 @@ fn call_across_with(
         .unwrap()
     };
     Outcome {
+        alice_says: stdout.to_string(),
         alice: read(&alice_report),
         bob: read(&bob_report),
         alice_heard: common::read_wav(&alice_heard),
@@ -458,12 +464,14 @@ const TCP_ONLY: Setup = Setup {
     sip: "tcp",
     turn_query: "?transport=tcp",
     both: &[],
+    hangup_after: "3",
 };
 
 const RELAY_POLICY: Setup = Setup {
     sip: "udp",
     turn_query: "",
     both: &["--ice-policy", "relay"],
+    hangup_after: "3",
 };
 
 scenarios! {
@@ -772,5 +780,57 @@ fn nat_mappings_lost_mid_call_come_back_behind_endpoint_independent_nats() {
             .filter(|f| tone_level(f, hz) >= 0.5)
             .count();
         assert!(clear >= 35, "{hz} Hz in {clear} of the last 50 frames");
+    }
+}
+
+/// Behind symmetric NATs, the mappings towards the TURN server are lost
+/// mid-call (their conntrack entries deleted on both routers; signalling
+/// keeps its own). The allocations are then reached from 5-tuples the
+/// server does not know: consent checks go unanswered (RFC 7675), and the
+/// caller restarts ICE by re-INVITE with fresh allocations. The audio comes
+/// back within seconds.
+#[test]
+fn a_relayed_call_recovers_when_the_nats_lose_the_mappings_to_turn() {
+    let test = "relay_path_lost";
+    if !can_run(test) || common::which("conntrack").is_none() {
+        return;
+    }
+    const LONG: Setup = Setup {
+        sip: "udp",
+        turn_query: "",
+        both: &[],
+        hangup_after: "14",
+    };
+    let lab = Lab::up(11, "sym", 0);
+    let o = call_across_with(&lab, &LONG, Servers::Serve, |lab| {
+        for router in ["rA", "rB"] {
+            let _ = Command::new(LAB)
+                .args(["exec", &lab.id.to_string(), router, "--"])
+                .args(["conntrack", "-D", "-p", "udp", "--orig-port-dst", "3478"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    });
+    eprintln!("{test}: {}", o.summary());
+    assert!(
+        o.alice_says.contains("ice lost the path"),
+        "{}",
+        o.alice_says
+    );
+    assert!(
+        o.alice_says.contains("ice restarted: ice connected in"),
+        "{}",
+        o.alice_says
+    );
+    // The last three seconds carry the other side's tone again.
+    for (heard, hz) in [(&o.alice_heard, 880.0), (&o.bob_heard, 440.0)] {
+        let tail = &heard[heard.len().saturating_sub(3 * 48_000)..];
+        let clear = common::tone_frames(tail, hz);
+        assert!(
+            clear >= 120,
+            "{hz} Hz in {clear} of the last 150 frames: {}",
+            o.alice_says
+        );
     }
 }

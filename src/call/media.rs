@@ -349,6 +349,10 @@ impl CallMedia {
         let credentials = rx.await.map_err(|_| MediaError::IceFailed)?;
         if lost {
             let fresh = gather(&mut self.session).await;
+            // The old relays were replaced: only the new ones are offered.
+            if fresh.iter().any(|c| c.kind == CandidateType::Relayed) {
+                self.gathered.retain(|c| c.kind != CandidateType::Relayed);
+            }
             for c in fresh {
                 if !self
                     .gathered

@@ -204,6 +204,9 @@ pub struct IceAgent {
     pairs: Vec<CandidatePair>,
     triggered: VecDeque<usize>,
     in_flight: Vec<InFlight>,
+    /// Local candidates no longer usable (a relay whose allocation was
+    /// replaced): kept for the record, never paired again.
+    retired: Vec<SocketAddr>,
     stun_servers: Vec<SocketAddr>,
     gathers_queued: VecDeque<(usize, SocketAddr)>,
     gathering_reported: bool,
@@ -246,6 +249,7 @@ impl IceAgent {
             pairs: Vec::new(),
             triggered: VecDeque::new(),
             in_flight: Vec::new(),
+            retired: Vec::new(),
             stun_servers: Vec::new(),
             gathers_queued: VecDeque::new(),
             gathering_reported: false,
@@ -516,6 +520,16 @@ impl IceAgent {
             .map(|p| p.component)
     }
 
+    /// Stops pairing the local candidate at `address` (an allocation that
+    /// was replaced). Pairs already formed run their course; an ICE restart
+    /// forms none with it. Its foundation would otherwise hold the new
+    /// relay's pairs frozen behind its dead ones (RFC 8445 §6.1.2.6).
+    pub fn retire_local_candidate(&mut self, address: SocketAddr) {
+        if !self.retired.contains(&address) {
+            self.retired.push(address);
+        }
+    }
+
     /// Every pair the agent knows, for reports.
     pub fn pairs(&self) -> Vec<PairReport> {
         self.pairs
@@ -667,7 +681,8 @@ impl IceAgent {
     /// redundant with the host pair: only host and relayed ones are paired.
     fn form_pair(&mut self, local: usize, remote: usize) -> Option<usize> {
         let (l, r) = (&self.local[local], &self.remote[remote]);
-        let pairable = matches!(l.kind, CandidateType::Host | CandidateType::Relayed)
+        let pairable = !self.retired.contains(&l.address)
+            && matches!(l.kind, CandidateType::Host | CandidateType::Relayed)
             && l.component == r.component
             && l.address.is_ipv4() == r.address.is_ipv4()
             && scope_compatible(l.address, r.address);
@@ -1602,6 +1617,12 @@ impl IceAgent {
                 in_flight: false,
                 failing: false,
             });
+            // Consent checks still out were for the pair selected before (an
+            // ICE restart keeps it going): their answers or silence say
+            // nothing of the new one, and must not mark it failing.
+            self.in_flight.retain(
+                |t| !matches!(t.purpose, Purpose::Consent { component } if component == id),
+            );
             self.stop_checks_for(id);
             let p = &self.pairs[best];
             self.events.push_back(IceEvent::SelectedPair {

@@ -320,6 +320,9 @@ impl IceTransport {
     pub fn reallocate(&mut self, now: Instant, rng: &mut dyn FnMut() -> Box<dyn RngCore + Send>) {
         self.now = now;
         for r in &mut self.relays {
+            if let Some(dead) = r.client.relayed_address() {
+                self.agent.retire_local_candidate(dead);
+            }
             r.client.release(now);
             let config = r.client.config().clone();
             r.client = TurnClient::new(config, now, rng());
