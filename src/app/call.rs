@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::account::{parse_sip_uri, AccountArgs};
 use super::register::{describe, describe_pair, finish, start};
-use super::report::{finish_report, CallInfo, CallReport, Moments};
+use super::report::{finish_report, CallReport, Moments};
 use super::server_addr::{parse_stun_server, parse_turn_server, resolve};
 use crate::audio::io::{Sink, Source};
 use crate::call::audio::AudioReport;
@@ -321,21 +321,8 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
     let body = media.offer();
     println!("calling {to}");
     let sent = Instant::now();
-    let mut moments = Moments {
-        invite: sent,
-        answer: None,
-        ice_connected: None,
-        audio_started: None,
-        ended: None,
-    };
-    let mut report = CallReport {
-        call: CallInfo {
-            from: session.account.aor.to_string(),
-            to: to.to_string(),
-            ended: String::new(),
-        },
-        ..Default::default()
-    };
+    let mut moments = Moments::starting(sent);
+    let mut report = CallReport::between(session.account.aor.to_string(), to.to_string());
     report.record(&moments, "INVITE", true);
     let mut selected = None;
     let _ = session.handle.commands.send(UaCommand::Invite {

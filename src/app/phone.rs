@@ -625,13 +625,7 @@ async fn outgoing_call(
             }
         }
     }
-    let mut running = Running {
-        handle,
-        media,
-        audio: None,
-    };
-    running.start_audio(&ctx, id).await;
-    running.run(ctx, id, rx).await;
+    run_call(ctx, id, handle, media, rx).await;
 }
 
 async fn incoming_call(
@@ -706,6 +700,18 @@ async fn incoming_call(
         }
     }
     update_call(&ctx.state, id, |c| c.status = CallStatus::Connecting);
+    run_call(ctx, id, handle, media, rx).await;
+}
+
+/// An answered call, outgoing or incoming: audio, then keys and SIP until
+/// it ends.
+async fn run_call(
+    ctx: CallCtx,
+    id: u64,
+    handle: CallHandle,
+    media: CallMedia,
+    rx: mpsc::UnboundedReceiver<CallInput>,
+) {
     let mut running = Running {
         handle,
         media,

@@ -17,7 +17,7 @@ use crate::net::sip_ua::{spawn_user_agent, UaCommand, UaHandle};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::report::{finish_report, CallInfo, CallReport, Moments};
+use super::report::{finish_report, CallReport, Moments};
 use crate::call::media::SelectedPair;
 use crate::call::{CallMedia, MediaOptions};
 use crate::sip::calls::{CallEnd, CallHandle};
@@ -250,21 +250,8 @@ async fn answer_call(a: AnswerCall) {
         report,
     } = a;
     let mut timeline = report.as_ref().map(|r| {
-        let moments = Moments {
-            invite: r.invited,
-            answer: None,
-            ice_connected: None,
-            audio_started: None,
-            ended: None,
-        };
-        let mut report = CallReport {
-            call: CallInfo {
-                from: r.from.clone(),
-                to: r.to.clone(),
-                ended: String::new(),
-            },
-            ..Default::default()
-        };
+        let moments = Moments::starting(r.invited);
+        let mut report = CallReport::between(r.from.clone(), r.to.clone());
         report.record(&moments, "INVITE", false);
         (report, moments)
     });

@@ -198,7 +198,32 @@ pub struct Moments {
     pub ended: Option<Instant>,
 }
 
+impl Moments {
+    /// A call that starts now (the INVITE went, or came).
+    pub fn starting(invite: Instant) -> Self {
+        Moments {
+            invite,
+            answer: None,
+            ice_connected: None,
+            audio_started: None,
+            ended: None,
+        }
+    }
+}
+
 impl CallReport {
+    /// An empty report of the call `from` -> `to`.
+    pub fn between(from: String, to: String) -> Self {
+        CallReport {
+            call: CallInfo {
+                from,
+                to,
+                ended: String::new(),
+            },
+            ..Default::default()
+        }
+    }
+
     pub fn record(&mut self, moments: &Moments, message: &str, outgoing: bool) {
         self.sip.push(SipStep {
             ms: moments.invite.elapsed().as_millis() as u64,
