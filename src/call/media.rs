@@ -292,12 +292,7 @@ impl CallMedia {
     /// Reads the answer to a re-offer: the direction media now flows in
     /// (and, for a restart, the peer's new credentials start the checks).
     pub fn apply_reanswer(&mut self, answer: &[u8]) -> Result<Direction, MediaError> {
-        let answer = SessionDescription::parse(answer)?;
-        let offer = self
-            .offered
-            .as_ref()
-            .ok_or(SdpError::Mismatch("an answer without an offer"))?;
-        let negotiated = sdp::apply_answer(offer, &answer)?;
+        let negotiated = self.read_answer(answer)?;
         let restart = negotiated.restarts_ice(self.remote_ice());
         Ok(self.adopt(negotiated, restart))
     }
@@ -428,13 +423,18 @@ impl CallMedia {
 
     /// Reads the answer to our offer and starts the checks.
     pub fn apply_answer(&mut self, answer: &[u8]) -> Result<(), MediaError> {
+        let negotiated = self.read_answer(answer)?;
+        self.start_checks(negotiated)
+    }
+
+    /// The peer's answer, read against our last offer.
+    fn read_answer(&self, answer: &[u8]) -> Result<Negotiated, MediaError> {
         let answer = SessionDescription::parse(answer)?;
         let offer = self
             .offered
             .as_ref()
             .ok_or(SdpError::Mismatch("an answer without an offer"))?;
-        let negotiated = sdp::apply_answer(offer, &answer)?;
-        self.start_checks(negotiated)
+        Ok(sdp::apply_answer(offer, &answer)?)
     }
 
     fn start_checks(&mut self, negotiated: Negotiated) -> Result<(), MediaError> {

@@ -477,35 +477,28 @@ fn on_datagram(ice: &mut IceTransport, p: Received, out: &mpsc::Sender<MediaPack
 }
 
 fn apply(ice: &mut IceTransport, cmd: IceCommand) {
-    if let IceCommand::RestartWithNewRelays(reply) = cmd {
-        ice.reallocate(Instant::now(), &mut || {
-            Box::new(rand::rngs::StdRng::from_os_rng())
-        });
-        let _ = reply.send(ice.agent_mut().restart());
-        kick(ice);
-        return;
-    }
-    if let IceCommand::SetPlainPeer { component, remote } = cmd {
-        if ice.set_plain_peer(component, remote).is_none() {
-            tracing::warn!(%remote, "no host address to reach a peer without ICE from");
-        }
-        return;
-    }
-    let agent = ice.agent_mut();
     match cmd {
-        IceCommand::SetRemoteCredentials(c) => agent.set_remote_credentials(c),
-        IceCommand::AddRemoteCandidate(c) => agent.add_remote_candidate(c),
-        IceCommand::EndOfRemoteCandidates => agent.end_of_remote_candidates(),
-        IceCommand::SetControlling(c) => agent.set_controlling(c),
-        IceCommand::SetPacing(ta) => agent.set_pacing(ta),
-
+        IceCommand::SetRemoteCredentials(c) => ice.agent_mut().set_remote_credentials(c),
+        IceCommand::AddRemoteCandidate(c) => ice.agent_mut().add_remote_candidate(c),
+        IceCommand::EndOfRemoteCandidates => ice.agent_mut().end_of_remote_candidates(),
+        IceCommand::SetControlling(c) => ice.agent_mut().set_controlling(c),
+        IceCommand::SetPacing(ta) => ice.agent_mut().set_pacing(ta),
         IceCommand::Restart(reply) => {
-            let _ = reply.send(agent.restart());
+            let _ = reply.send(ice.agent_mut().restart());
         }
-        IceCommand::SendMedia { .. }
-        | IceCommand::Shutdown
-        | IceCommand::SetPlainPeer { .. }
-        | IceCommand::RestartWithNewRelays(_) => {}
+        IceCommand::RestartWithNewRelays(reply) => {
+            ice.reallocate(Instant::now(), &mut || {
+                Box::new(rand::rngs::StdRng::from_os_rng())
+            });
+            let _ = reply.send(ice.agent_mut().restart());
+        }
+        IceCommand::SetPlainPeer { component, remote } => {
+            if ice.set_plain_peer(component, remote).is_none() {
+                tracing::warn!(%remote, "no host address to reach a peer without ICE from");
+            }
+            return;
+        }
+        IceCommand::SendMedia { .. } | IceCommand::Shutdown => {}
     }
     kick(ice);
 }
