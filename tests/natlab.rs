@@ -98,10 +98,16 @@ impl Lab {
     /// `program args` inside `host`'s namespace (lab.sh execs into it, so
     /// the PID is the program's own).
     fn command(&self, host: &str, args: &[String]) -> Command {
+        let mut cmd = self.exec(host, env!("CARGO_BIN_EXE_icephone"));
+        cmd.args(args);
+        cmd
+    }
+
+    /// `program` inside `host`'s namespace; its arguments follow.
+    fn exec(&self, host: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new(LAB);
         cmd.args(["exec", &self.id.to_string(), host, "--"])
-            .arg(env!("CARGO_BIN_EXE_icephone"))
-            .args(args);
+            .arg(program);
         cmd
     }
 }
@@ -150,10 +156,7 @@ enum Servers {
 fn wait_listening(lab: &Lab, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let out = Command::new(LAB)
-            .args(["exec", &lab.id.to_string(), "server", "--", "ss", "-lun"])
-            .output()
-            .expect("ss");
+        let out = lab.exec("server", "ss").arg("-lun").output().expect("ss");
         if String::from_utf8_lossy(&out.stdout).contains(&format!("{SERVER}:{port} ")) {
             return;
         }
@@ -212,49 +215,26 @@ fn start_servers(lab: &Lab, servers: Servers, dir: &Path) -> Vec<Background> {
         Servers::KamailioCoturn => {
             let kamailio = common::require("kamailio", "natlab").expect("kamailio");
             let turnserver = common::require("turnserver", "natlab").expect("coturn");
-            let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/kamailio.cfg");
             let kam_dir = dir.join("kamailio");
             std::fs::create_dir_all(&kam_dir).unwrap();
-            let mut kam = Command::new(LAB);
-            kam.args(["exec", &lab.id.to_string(), "server", "--"])
-                .arg(kamailio)
-                .arg("-f")
-                .arg(&cfg)
-                .args(["-DD", "-E", "-n", "1", "-m", "32", "-M", "4", "-Y"])
-                .arg(&kam_dir)
-                .arg("-P")
-                .arg(kam_dir.join("kamailio.pid"))
-                .args(["-A", &format!("SIP_IP={SERVER}"), "-A", "SIP_PORT=5060"])
-                .args([
-                    "-A",
-                    "REALM=\"lab.test\"",
-                    "-A",
-                    "USERS=\"alice=pw1;bob=pw2\"",
-                ]);
+            let mut kam = lab.exec("server", kamailio);
+            kam.args(common::kamailio_args(
+                &kam_dir,
+                SERVER,
+                5060,
+                "lab.test",
+                "alice=pw1;bob=pw2",
+            ));
             let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
             let kam = Background::spawn_with_stderr(&mut kam, log);
-            let mut coturn = Command::new(LAB);
-            coturn
-                .args(["exec", &lab.id.to_string(), "server", "--"])
-                .arg(turnserver)
-                .args(["-n", "--listening-port=3478"])
-                .arg(format!("--listening-ip={SERVER}"))
-                .arg(format!("--relay-ip={SERVER}"))
-                .args([
-                    "--lt-cred-mech",
-                    "--realm=lab.test",
-                    "--user=alice:pw1",
-                    "--user=bob:pw2",
-                ])
-                .args([
-                    "--no-tls",
-                    "--no-dtls",
-                    "--no-cli",
-                    "--no-stdout-log",
-                    "--simple-log",
-                ])
-                .arg(format!("--log-file={}", dir.join("coturn.log").display()))
-                .arg(format!("--pidfile={}", dir.join("coturn.pid").display()));
+            let mut coturn = lab.exec("server", turnserver);
+            coturn.args(common::coturn_args(
+                dir,
+                SERVER,
+                3478,
+                "lab.test",
+                &["alice:pw1", "bob:pw2"],
+            ));
             let coturn = Background::spawn(&mut coturn);
             wait_listening(lab, 5060);
             wait_listening(lab, 3478);
@@ -749,8 +729,9 @@ fn nat_mappings_lost_mid_call_come_back_behind_endpoint_independent_nats() {
     let lab = Lab::up(10, "eim", 0);
     let o = call_across_with(&lab, &PLAIN, Servers::Serve, |lab| {
         for router in ["rA", "rB"] {
-            let status = Command::new(LAB)
-                .args(["exec", &lab.id.to_string(), router, "--", "conntrack", "-F"])
+            let status = lab
+                .exec(router, "conntrack")
+                .arg("-F")
                 .stderr(std::process::Stdio::null())
                 .status()
                 .unwrap();
@@ -804,9 +785,9 @@ fn a_relayed_call_recovers_when_the_nats_lose_the_mappings_to_turn() {
     let lab = Lab::up(11, "sym", 0);
     let o = call_across_with(&lab, &LONG, Servers::Serve, |lab| {
         for router in ["rA", "rB"] {
-            let _ = Command::new(LAB)
-                .args(["exec", &lab.id.to_string(), router, "--"])
-                .args(["conntrack", "-D", "-p", "udp", "--orig-port-dst", "3478"])
+            let _ = lab
+                .exec(router, "conntrack")
+                .args(["-D", "-p", "udp", "--orig-port-dst", "3478"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .status();

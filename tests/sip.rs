@@ -27,21 +27,15 @@ impl Kamailio {
         let kamailio = require("kamailio", test)?;
         let dir = std::env::temp_dir().join(format!("icephone-kam-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/kamailio.cfg");
         let port = free_udp_and_tcp_port();
         let mut cmd = Command::new(kamailio);
-        cmd.arg("-f")
-            .arg(&cfg)
-            .args(["-DD", "-E", "-n", "1", "-m", "32", "-M", "4", "-Y"])
-            .arg(&dir)
-            .arg("-P")
-            .arg(dir.join("kamailio.pid"))
-            .args(["-A", "SIP_IP=127.0.0.1", "-A", &format!("SIP_PORT={port}")])
-            .args(["-A", &format!("REALM=\"{REALM}\"")])
-            .args([
-                "-A",
-                "USERS=\"alice=Alice-pw1;bob=Bob-pw2;carol=Carol-pw3\"",
-            ]);
+        cmd.args(common::kamailio_args(
+            &dir,
+            "127.0.0.1",
+            port,
+            REALM,
+            "alice=Alice-pw1;bob=Bob-pw2;carol=Carol-pw3",
+        ));
         let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
         // A group of its own: its worker processes are stopped with it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
@@ -1022,24 +1016,14 @@ fn register_takes_its_account_from_a_config_file() {
 fn start_coturn(turnserver: &Path, dir: &Path) -> (Background, u16) {
     let turn_port = free_udp_and_tcp_port();
     let mut cmd = Command::new(turnserver);
-    cmd.args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
-        .arg(format!("--listening-port={turn_port}"))
-        .args([
-            "--lt-cred-mech",
-            "--realm=coturn.example",
-            "--user=relay:Relay-pw9",
-        ])
-        .args([
-            "--allow-loopback-peers",
-            "--no-tls",
-            "--no-dtls",
-            "--no-cli",
-            "--no-stdout-log",
-            // One file with the name given, no date appended.
-            "--simple-log",
-        ])
-        .arg(format!("--log-file={}", dir.join("coturn.log").display()))
-        .arg(format!("--pidfile={}", dir.join("coturn.pid").display()));
+    cmd.args(common::coturn_args(
+        dir,
+        "127.0.0.1",
+        turn_port,
+        "coturn.example",
+        &["relay:Relay-pw9"],
+    ))
+    .arg("--allow-loopback-peers");
     let coturn = Background::spawn(&mut cmd);
     wait_for_stun(turn_port);
     (coturn, turn_port)

@@ -342,3 +342,66 @@ pub fn tone_frames(samples: &[i16], hz: f64) -> usize {
         .filter(|f| icephone::audio::analysis::tone_level(f, hz) >= 0.5)
         .count()
 }
+
+/// Kamailio's command line for `tests/kamailio/kamailio.cfg` (no daemon,
+/// logs on stderr, runtime files in `dir`), on `ip:port` for `realm` and
+/// `users` (`name=password;…`).
+pub fn kamailio_args(
+    dir: &std::path::Path,
+    ip: &str,
+    port: u16,
+    realm: &str,
+    users: &str,
+) -> Vec<String> {
+    let cfg = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/kamailio.cfg");
+    let mut args: Vec<String> = vec!["-f".into(), cfg.display().to_string()];
+    args.extend(["-DD", "-E", "-n", "1", "-m", "32", "-M", "4", "-Y"].map(String::from));
+    args.push(dir.display().to_string());
+    args.push("-P".into());
+    args.push(dir.join("kamailio.pid").display().to_string());
+    for define in [
+        format!("SIP_IP={ip}"),
+        format!("SIP_PORT={port}"),
+        format!("REALM=\"{realm}\""),
+        format!("USERS=\"{users}\""),
+    ] {
+        args.push("-A".into());
+        args.push(define);
+    }
+    args
+}
+
+/// coturn's command line: STUN and TURN on `ip:port`, relaying from `ip`,
+/// long-term credentials for `users` (`name:password`) in `realm`, no TLS,
+/// DTLS or CLI, its log and PID file in `dir`.
+pub fn coturn_args(
+    dir: &std::path::Path,
+    ip: &str,
+    port: u16,
+    realm: &str,
+    users: &[&str],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "-n".into(),
+        format!("--listening-ip={ip}"),
+        format!("--relay-ip={ip}"),
+        format!("--listening-port={port}"),
+        "--lt-cred-mech".into(),
+        format!("--realm={realm}"),
+    ];
+    args.extend(users.iter().map(|u| format!("--user={u}")));
+    // One log file with the name given, no date appended.
+    args.extend(
+        [
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--no-stdout-log",
+            "--simple-log",
+        ]
+        .map(String::from),
+    );
+    args.push(format!("--log-file={}", dir.join("coturn.log").display()));
+    args.push(format!("--pidfile={}", dir.join("coturn.pid").display()));
+    args
+}
