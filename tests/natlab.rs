@@ -707,46 +707,77 @@ fn icephone_and_baresip_across_symmetric_nats() {
     icephone_and_baresip("baresip_sym", 19, "sym", "yes");
 }
 
-/// The NAT forgets every mapping mid-call (conntrack flushed on both
-/// routers). Behind endpoint-independent, port-preserving NATs the next
-/// packets out re-create the same mappings, so the media carries on after
-/// a gap of a few packets, with nothing to repair. (The SIP flow to bob
-/// stays shut until his next keep-alive goes out — up to 25 s — so the
-/// BYE takes that long to reach him: this test is slow on purpose.)
-#[test]
-fn nat_mappings_lost_mid_call_come_back_behind_endpoint_independent_nats() {
-    let test = "conntrack_flush";
-    if !can_run(test) || common::which("conntrack").is_none() {
-        if can_run(test) {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "conntrack is missing in CI"
-            );
-            eprintln!("SKIPPED {test}: conntrack not installed");
-        }
-        return;
+/// Whether `conntrack` can flush the lab's routers, or a visible skip
+/// (never in CI, where `scripts/setup` installs it).
+fn can_flush(test: &str) -> bool {
+    if !can_run(test) {
+        return false;
     }
-    let lab = Lab::up(10, "eim", 0);
-    let o = call_across_with(&lab, &PLAIN, Servers::Serve, |lab| {
-        for router in ["rA", "rB"] {
-            let status = lab
-                .exec(router, "conntrack")
-                .arg("-F")
-                .stderr(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success(), "conntrack -F on {router}");
-        }
-    });
-    eprintln!("{test}: {}", o.summary());
-    for who in [&o.alice, &o.bob] {
-        let sent_by_peer = if std::ptr::eq(who, &o.alice) {
-            &o.bob
-        } else {
-            &o.alice
-        };
+    if common::which("conntrack").is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "conntrack is missing in CI"
+    );
+    eprintln!("SKIPPED {test}: conntrack not installed");
+    false
+}
+
+/// Both routers forget every mapping (`conntrack -F`): media and
+/// signalling alike.
+fn flush_both_routers(lab: &Lab) {
+    for router in ["rA", "rB"] {
+        let status = lab
+            .exec(router, "conntrack")
+            .arg("-F")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "conntrack -F on {router}");
+    }
+}
+
+/// The NAT forgets every mapping mid-call (conntrack flushed on both
+/// routers), a second and a half into a call of `seconds`.
+fn mappings_lost_mid_call(
+    test: &str,
+    id: u8,
+    nat: &str,
+    servers: Servers,
+    hangup_after: &'static str,
+) -> Option<Outcome> {
+    if !can_flush(test)
+        || (matches!(servers, Servers::KamailioCoturn)
+            && (common::require("kamailio", test).is_none()
+                || common::require("turnserver", test).is_none()))
+    {
+        return None;
+    }
+    let setup = Setup {
+        hangup_after,
+        ..PLAIN
+    };
+    let lab = Lab::up(id, nat, 0);
+    let o = call_across_with(&lab, &setup, servers, flush_both_routers);
+    eprintln!("{test} ({servers:?}): {}", o.summary());
+    Some(o)
+}
+
+/// Behind endpoint-independent, port-preserving NATs the next packets out
+/// re-create the same mappings, so the media carries on after a gap of a
+/// few packets, with nothing to repair. (Bob's SIP flow stays shut until
+/// his next keep-alive re-opens it, up to 25 s later, and the BYE reaches
+/// him only then: these two tests are slow on purpose.)
+fn carries_on_after_a_gap(o: &Outcome) {
+    assert!(
+        !o.alice_says.contains("ice lost the path"),
+        "{}",
+        o.alice_says
+    );
+    for (who, peer) in [(&o.alice, &o.bob), (&o.bob, &o.alice)] {
         let received = who["rtp"]["packets_received"].as_i64().unwrap_or(0);
-        let sent = sent_by_peer["rtp"]["packets_sent"].as_i64().unwrap_or(0);
+        let sent = peer["rtp"]["packets_sent"].as_i64().unwrap_or(0);
         assert!(
             sent - received < 25,
             "{received} of {sent} arrived: {}",
@@ -761,6 +792,78 @@ fn nat_mappings_lost_mid_call_come_back_behind_endpoint_independent_nats() {
             .filter(|f| tone_level(f, hz) >= 0.5)
             .count();
         assert!(clear >= 35, "{hz} Hz in {clear} of the last 50 frames");
+    }
+}
+
+/// Behind symmetric NATs every new mapping gets a new port: the relayed
+/// pair is dead, and so are both phones' flows to the registrar. Both
+/// notice the silence together, re-register from their new mappings, and
+/// the caller restarts ICE by re-INVITE to the callee's GRUU, which the
+/// proxy routes to his new flow; the tone is back within seconds, the BYE
+/// at the end reaches him, and the reports name the new relayed pair.
+fn recovers_by_ice_restart(o: &Outcome) {
+    for line in ["ice lost the path", "ice restarted: ice connected in"] {
+        assert!(o.alice_says.contains(line), "{}", o.alice_says);
+    }
+    let restarted_after = o
+        .alice_says
+        .lines()
+        .find_map(|l| l.strip_prefix("ice restarted: ice connected in "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!("restart connected in {restarted_after}");
+    // The last three seconds carry the other side's tone again.
+    for (heard, hz) in [(&o.alice_heard, 880.0), (&o.bob_heard, 440.0)] {
+        let tail = &heard[heard.len().saturating_sub(3 * 48_000)..];
+        let clear = common::tone_frames(tail, hz);
+        assert!(
+            clear >= 120,
+            "{hz} Hz in {clear} of the last 150 frames: {}",
+            o.alice_says
+        );
+    }
+    // Both reports end on a relayed pair (not the one before the flush:
+    // its allocations were retired with the restart).
+    for who in [&o.alice, &o.bob] {
+        let (local, remote) = o.pair(who);
+        assert!(
+            local == "relay" || remote == "relay",
+            "{local} ↔ {remote}: {}",
+            o.summary()
+        );
+    }
+}
+
+#[test]
+fn nat_mappings_lost_mid_call_come_back_behind_endpoint_independent_nats() {
+    let test = "flush_eim_serve";
+    if let Some(o) = mappings_lost_mid_call(test, 10, "eim", Servers::Serve, "4") {
+        carries_on_after_a_gap(&o);
+    }
+}
+
+#[test]
+fn nat_mappings_lost_behind_endpoint_independent_nats_with_kamailio_and_coturn() {
+    let test = "flush_eim_kamailio";
+    if let Some(o) = mappings_lost_mid_call(test, 20, "eim", Servers::KamailioCoturn, "4") {
+        carries_on_after_a_gap(&o);
+    }
+}
+
+#[test]
+fn nat_mappings_lost_mid_call_behind_symmetric_nats_are_repaired_by_an_ice_restart() {
+    let test = "flush_sym_serve";
+    if let Some(o) = mappings_lost_mid_call(test, 21, "sym", Servers::Serve, "9") {
+        recovers_by_ice_restart(&o);
+    }
+}
+
+#[test]
+fn nat_mappings_lost_behind_symmetric_nats_with_kamailio_and_coturn() {
+    let test = "flush_sym_kamailio";
+    if let Some(o) = mappings_lost_mid_call(test, 22, "sym", Servers::KamailioCoturn, "9") {
+        recovers_by_ice_restart(&o);
     }
 }
 

@@ -257,6 +257,7 @@ impl Account {
                 transport: self.next_hop.transport,
                 local,
                 fix_contact: true,
+                gruu: true,
                 user_agent: concat!("icephone/", env!("CARGO_PKG_VERSION")).to_owned(),
             },
             next_hop: self.next_hop,

@@ -140,6 +140,7 @@ fn new_agent(args: &SipBenchArgs, user: &str, local: SocketAddr) -> Result<UserA
             transport: Transport::Udp,
             local,
             fix_contact: false,
+            gruu: false,
             user_agent: "icephone-bench".into(),
         },
         next_hop: Target {

@@ -21,6 +21,19 @@ use crate::call::{CallMedia, MediaError, MediaOptions};
 use crate::net::sip_ua::UaCommand;
 use crate::sip::ua::UaEvent;
 
+/// After the path is lost, how long the restart waits for the callee to
+/// re-register from its new NAT mapping (it noticed the loss within
+/// ~100 ms of us: `ice::transport::MEDIA_SILENCE`; re-registering takes it
+/// 2–3 round trips).
+const RESTART_SETTLE: Duration = Duration::from_millis(1000);
+/// A refused restart re-INVITE is sent again this much later (after a
+/// 491 glare, the 2.1 s RFC 3261 §14.1 asks of the Call-ID's owner), at
+/// most this many times in all. The usual refusal is our own 503: a
+/// stream connection to the proxy that died with the NAT's mappings.
+const RESTART_RETRY: Duration = Duration::from_millis(300);
+const RESTART_RETRY_GLARE: Duration = Duration::from_millis(2100);
+const RESTART_TRIES: u32 = 3;
+
 /// Where a call's audio comes from and goes to, and how ICE gathers.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct MediaFlags {
@@ -339,6 +352,8 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
     // Re-INVITEs still to send, soonest first.
     let mut changes: Vec<(tokio::time::Instant, Change)> = Vec::new();
     let mut restarting = false;
+    // Restarts tried since the path was lost (0: none under way).
+    let mut restart_tries = 0u32;
     let mut outcome = ExitCode::SUCCESS;
     let mut hung_up = false;
     loop {
@@ -372,6 +387,7 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
                         }
                         Err(e) => {
                             println!("ICE restart failed: {e}");
+                            restart_tries = 0;
                             continue;
                         }
                     },
@@ -380,19 +396,17 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
                 let _ = session.handle.commands.send(UaCommand::ReInvite { call, body });
             }
             // Consent lost mid-call (RFC 7675): the path broke, typically a
-            // NAT that forgot its mapping. Re-open signalling, then restart
-            // ICE (with new relays) by re-INVITE, as RFC 8445 §9 allows.
-            lost = media.path_lost(), if moments.answer.is_some() && !restarting && !hung_up => {
+            // NAT that forgot its mapping. Re-open signalling at once, then
+            // restart ICE (with new relays) by re-INVITE, as RFC 8445 §9
+            // allows — once the callee, who noticed at the same moment, has
+            // had time to re-register from its own new mapping: the
+            // re-INVITE reaches it through that registration (its GRUU).
+            lost = media.path_lost(), if moments.answer.is_some() && !restarting && restart_tries == 0 && !hung_up => {
                 let _ = session.handle.commands.send(UaCommand::KeepAliveNow);
                 println!("ice lost the path ({}): restarting ICE", lost.as_str());
-                match media.restart_offer().await {
-                    Ok(body) => {
-                        restarting = true;
-                        report.record(&moments, "INVITE (re-INVITE)", true);
-                        let _ = session.handle.commands.send(UaCommand::ReInvite { call, body });
-                    }
-                    Err(e) => println!("ICE restart failed: {e}"),
-                }
+                restart_tries = 1;
+                changes.push((tokio::time::Instant::now() + RESTART_SETTLE, Change::RestartIce));
+                changes.sort_by_key(|(at, _)| *at);
             }
             _ = hangup_due, if !hung_up => {
                 hung_up = true;
@@ -457,12 +471,28 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
                         }
                         if std::mem::take(&mut restarting) {
                             match media.connected(Duration::from_secs(15)).await {
-                                Ok(pair) => println!("ice restarted: {}", describe_pair(&pair)),
+                                Ok(pair) => {
+                                    println!("ice restarted: {}", describe_pair(&pair));
+                                    selected = Some(pair);
+                                }
                                 Err(e) => println!("ICE restart failed: {e}"),
                             }
+                            restart_tries = 0;
                         }
                     } else {
                         println!("re-INVITE refused: {code}");
+                        // A restart that did not get through (the callee not
+                        // yet re-registered, glare…) is tried again.
+                        if std::mem::take(&mut restarting) && restart_tries > 0 {
+                            if restart_tries < RESTART_TRIES {
+                                restart_tries += 1;
+                                let wait = if code == 491 { RESTART_RETRY_GLARE } else { RESTART_RETRY };
+                                changes.push((tokio::time::Instant::now() + wait, Change::RestartIce));
+                                changes.sort_by_key(|(at, _)| *at);
+                            } else {
+                                println!("ICE restart failed: {RESTART_TRIES} re-INVITEs refused");
+                            }
+                        }
                     }
                 }
                 Some(UaEvent::CallEnded { end, .. }) => {

@@ -354,7 +354,10 @@ async fn answer_call(a: AnswerCall) {
                     let _ = commands.send(UaCommand::Answer { call, code: 200, body: answer });
                     if restarted {
                         match media.connected(Duration::from_secs(15)).await {
-                            Ok(pair) => println!("call {} ice restarted: {}", call.0, describe_pair(&pair)),
+                            Ok(pair) => {
+                                println!("call {} ice restarted: {}", call.0, describe_pair(&pair));
+                                selected = Some(pair);
+                            }
                             Err(e) => println!("call {} ice restart failed: {e}", call.0),
                         }
                     }

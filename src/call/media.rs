@@ -93,6 +93,10 @@ pub struct CallMedia {
     checks_started: Option<Instant>,
     selected: Option<SelectedPair>,
     state: ConnectionState,
+    /// The relays were allocated afresh since the path was lost: a second
+    /// restart (the first re-INVITE refused) reuses them, where a new
+    /// allocation from the same 5-tuple would be refused (437).
+    relays_renewed: bool,
     /// The negotiation left ICE out: media would go here.
     without_ice: Option<SocketAddr>,
     /// The direction the audio task follows (hold and resume).
@@ -206,6 +210,7 @@ impl CallMedia {
             checks_started: None,
             selected: None,
             state: ConnectionState::New,
+            relays_renewed: false,
             without_ice: None,
             direction: watch::channel(Direction::SendRecv).0,
             pairs: Vec::new(),
@@ -333,7 +338,8 @@ impl CallMedia {
         let lost = matches!(
             self.state,
             ConnectionState::Disconnected | ConnectionState::Failed
-        );
+        ) && !self.relays_renewed;
+        self.relays_renewed |= lost;
         let (tx, rx) = oneshot::channel();
         let command = if lost {
             IceCommand::RestartWithNewRelays(tx)
@@ -552,7 +558,12 @@ impl CallMedia {
                     checked: true,
                 });
             }
-            IceEvent::ConnectionState(s) => self.state = s,
+            IceEvent::ConnectionState(s) => {
+                self.state = s;
+                if matches!(s, ConnectionState::Connected | ConnectionState::Completed) {
+                    self.relays_renewed = false;
+                }
+            }
             IceEvent::PairStateChanged {
                 component,
                 local,

@@ -293,6 +293,20 @@ impl IceAgent {
         self.config.ta = ta.max(Duration::from_millis(5));
     }
 
+    /// Sends the next consent check of every selected pair now rather than
+    /// at its scheduled time: the peer's media stopped arriving, and an
+    /// answer (or none) tells sooner whether the path still works.
+    /// RFC 7675 §5.1 fixes the ceiling on check spacing, not a floor; one
+    /// extra check per silence is far below its rate limit.
+    pub fn check_consent_now(&mut self, now: Instant) {
+        for comp in &mut self.components {
+            if let Some(consent) = comp.consent.as_mut() {
+                consent.next_check = consent.next_check.min(now);
+            }
+        }
+        self.handle_timeout(now);
+    }
+
     pub fn set_controlling(&mut self, controlling: bool) {
         if self.controlling != controlling {
             self.controlling = controlling;
@@ -482,6 +496,11 @@ impl IceAgent {
     // ----- queries --------------------------------------------------------
 
     /// The selected pair of a component, as (local, remote).
+    /// Whether some component has a selected pair whose consent is kept.
+    pub fn has_selected_pair(&self) -> bool {
+        self.components.iter().any(|c| c.consent.is_some())
+    }
+
     pub fn selected_pair(&self, component: u16) -> Option<(&Candidate, &Candidate)> {
         let comp = self.component(component)?;
         let pair = &self.pairs[comp.selected?];

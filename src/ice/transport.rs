@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
@@ -80,7 +80,17 @@ pub struct IceTransport {
     transmits: VecDeque<Transmit>,
     events: VecDeque<IceEvent>,
     relay_events: VecDeque<RelayEvent>,
+    /// When media last arrived, and whether the silence since has been
+    /// probed with a consent check already.
+    last_media: Option<Instant>,
+    silence_probed: bool,
 }
+
+/// Media normally arrives every 20 ms: this long without any while a pair
+/// is selected sends the consent checks at once instead of within 4–6 s.
+/// A NAT that lost its mapping loses both directions at the same moment,
+/// so both peers notice together, and the restart can start on both.
+pub const MEDIA_SILENCE: Duration = Duration::from_millis(600);
 
 /// A peer that does not do ICE.
 struct PlainPeer {
@@ -117,6 +127,8 @@ impl IceTransport {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             relay_events: VecDeque::new(),
+            last_media: None,
+            silence_probed: false,
         }
     }
 
@@ -187,8 +199,20 @@ impl IceTransport {
                 data,
             },
         };
+        if matches!(received, Received::Media { .. }) {
+            self.last_media = Some(now);
+            self.silence_probed = false;
+        }
         self.pump();
         received
+    }
+
+    /// When the current media silence becomes worth a consent check.
+    fn silence_deadline(&self) -> Option<Instant> {
+        if self.silence_probed || !self.agent.has_selected_pair() {
+            return None;
+        }
+        self.last_media.map(|at| at + MEDIA_SILENCE)
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -198,7 +222,11 @@ impl IceTransport {
                 r.client.handle_timeout(now);
             }
         }
-        if self.agent.poll_timeout().is_some_and(|t| t <= now) {
+        if self.silence_deadline().is_some_and(|t| t <= now) {
+            tracing::debug!("no media for {MEDIA_SILENCE:?}: checking consent now");
+            self.silence_probed = true;
+            self.agent.check_consent_now(now);
+        } else if self.agent.poll_timeout().is_some_and(|t| t <= now) {
             self.agent.handle_timeout(now);
         }
         self.pump();
@@ -209,6 +237,7 @@ impl IceTransport {
             .iter()
             .filter_map(|r| r.client.poll_timeout())
             .chain(self.agent.poll_timeout())
+            .chain(self.silence_deadline())
             .min()
     }
 
@@ -568,5 +597,141 @@ mod plain_peer_tests {
         // …and only once: a third party cannot take the stream over.
         assert_eq!(ice.accept_media(addr("203.0.113.66:7000")), None);
         assert_eq!(ice.accept_media(natted), Some(1));
+    }
+}
+
+#[cfg(test)]
+mod silence_tests {
+    use super::*;
+    use crate::ice::{ConnectionState, IceConfig};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    /// Two transports on one link, host candidates only, connected: the
+    /// world's time, and each side's transport.
+    fn connected() -> (Instant, [IceTransport; 2]) {
+        let start = Instant::now();
+        let mut sides = [1u8, 2].map(|n| {
+            let mut agent = IceAgent::new(
+                IceConfig::default(),
+                start,
+                Box::new(StdRng::seed_from_u64(n.into())),
+            );
+            agent.add_host_candidate(1, format!("10.0.0.{n}:4000").parse().unwrap());
+            agent.set_controlling(n == 1);
+            IceTransport::new(agent, start)
+        });
+        for (me, peer) in [(0, 1), (1, 0)] {
+            let credentials = sides[peer].local_credentials().clone();
+            let candidates = sides[peer].local_candidates().to_vec();
+            let ice = sides[me].agent_mut();
+            ice.set_remote_credentials(credentials);
+            candidates
+                .into_iter()
+                .for_each(|c| ice.add_remote_candidate(c));
+            ice.end_of_remote_candidates();
+        }
+        let mut now = start;
+        while !sides.iter().all(|s| s.has_selected_pair()) {
+            assert!(now - start < Duration::from_secs(5), "never connected");
+            now += Duration::from_millis(5);
+            exchange(now, &mut sides, true);
+        }
+        (now, sides)
+    }
+
+    /// Moves every pending datagram to the other side (or drops it when
+    /// the link is `up == false`), after running due timers.
+    fn exchange(now: Instant, sides: &mut [IceTransport; 2], up: bool) -> usize {
+        let mut delivered = 0;
+        for s in sides.iter_mut() {
+            s.handle_timeout(now);
+        }
+        for from in 0..2 {
+            while let Some(t) = sides[from].poll_transmit() {
+                if up {
+                    delivered += 1;
+                    let to = &mut sides[1 - from];
+                    let _ = to.handle_packet(now, t.source, t.destination, &t.contents);
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Both sides send 20 ms media until `until`; the link is cut at `cut`.
+    /// When each side's state first became Disconnected.
+    fn talk(
+        mut now: Instant,
+        sides: &mut [IceTransport; 2],
+        cut: Instant,
+        until: Instant,
+    ) -> [Option<Instant>; 2] {
+        let mut disconnected = [None, None];
+        let mut next_frame = now;
+        while now < until {
+            now += Duration::from_millis(5);
+            if now >= next_frame {
+                next_frame += Duration::from_millis(20);
+                for s in sides.iter_mut() {
+                    let _ = s.send_media(now, 1, &[0x80, 0x60, 0, 1]);
+                }
+            }
+            exchange(now, sides, now < cut);
+            for (i, s) in sides.iter().enumerate() {
+                if s.state() == ConnectionState::Disconnected && disconnected[i].is_none() {
+                    disconnected[i] = Some(now);
+                }
+            }
+        }
+        disconnected
+    }
+
+    #[test]
+    fn media_silence_checks_consent_at_once_on_both_sides() {
+        let (now, mut sides) = connected();
+        // Let the scheduled consent checks fall anywhere in their 4–6 s.
+        let cut = now + Duration::from_millis(2300);
+        let seen = talk(now, &mut sides, cut, cut + Duration::from_secs(3));
+        let [a, b] = seen.map(|at| at.expect("the loss went unnoticed") - cut);
+        // Silence (0.6 s), then one unanswered check (1.5 s), where the
+        // schedule alone would take up to 6 s more.
+        for after in [a, b] {
+            assert!(
+                after <= MEDIA_SILENCE + Duration::from_millis(1600),
+                "noticed after {a:?} and {b:?}"
+            );
+        }
+        let apart = a.max(b) - a.min(b);
+        assert!(apart <= Duration::from_millis(100), "{a:?} and {b:?}");
+    }
+
+    #[test]
+    fn a_silence_with_the_path_intact_costs_one_answered_check() {
+        let (now, mut sides) = connected();
+        // Media flows from side 0, then stops (hold) while the link stays up.
+        let mut t = now;
+        for _ in 0..50 {
+            t += Duration::from_millis(20);
+            let _ = sides[0].send_media(t, 1, &[0x80, 0x60, 0, 1]);
+            exchange(t, &mut sides, true);
+        }
+        let quiet_since = t;
+        let mut probes = Vec::new();
+        while t < quiet_since + Duration::from_secs(3) {
+            t += Duration::from_millis(5);
+            sides.iter_mut().for_each(|s| s.handle_timeout(t));
+            while let Some(sent) = sides[1].poll_transmit() {
+                probes.push(t - quiet_since);
+                let _ = sides[0].handle_packet(t, sent.source, sent.destination, &sent.contents);
+            }
+            while let Some(sent) = sides[0].poll_transmit() {
+                let _ = sides[1].handle_packet(t, sent.source, sent.destination, &sent.contents);
+            }
+            assert_ne!(sides[1].state(), ConnectionState::Disconnected);
+        }
+        let probed =
+            |d: &Duration| *d >= MEDIA_SILENCE && *d < MEDIA_SILENCE + Duration::from_millis(30);
+        assert_eq!(probes.iter().filter(|d| probed(d)).count(), 1, "{probes:?}");
     }
 }

@@ -39,6 +39,9 @@ pub struct Incoming {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub bytes: Vec<u8>,
+    /// Not a message: the connection with `remote` ended, for this reason
+    /// (`bytes` is empty).
+    pub closed: Option<String>,
 }
 
 /// TLS for SIP: a listener (a server's certificate) and/or what outgoing
@@ -261,6 +264,7 @@ async fn udp_reader(socket: Arc<UdpSocket>, tx: mpsc::Sender<Incoming>) {
                     local,
                     remote,
                     bytes: bytes.to_vec(),
+                    closed: None,
                 };
                 if tx.send(msg).await.is_err() {
                     return;
@@ -372,9 +376,14 @@ async fn connection<S>(
     let remote = link.remote;
     let mut decoder = StreamDecoder::new();
     let mut chunk = vec![0u8; 16 * 1024];
+    let mut ended = "closed by the other side".to_owned();
     'read: loop {
         let n = match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) => {
+                ended = e.to_string();
+                break;
+            }
             Ok(n) => n,
         };
         if let Err(e) = decoder.push(&chunk[..n]) {
@@ -389,6 +398,7 @@ async fn connection<S>(
                         local: link.local,
                         remote,
                         bytes,
+                        closed: None,
                     };
                     if shared.incoming.send(msg).await.is_err() {
                         break 'read;
@@ -407,12 +417,32 @@ async fn connection<S>(
             }
         }
     }
-    {
+    let current = {
         let mut map = shared.connections.lock().unwrap();
         let key = (link.transport, remote);
-        if map.get(&key).is_some_and(|q| q.same_channel(&queue)) {
+        let current = map.get(&key).is_some_and(|q| q.same_channel(&queue));
+        if current {
             map.remove(&key);
         }
-    }
+        current
+    };
     writer_task.abort();
+    if !current {
+        // A newer connection to the same address took over: its
+        // transactions are not this one's to fail.
+        return;
+    }
+    let _ = shared
+        .incoming
+        .send(Incoming {
+            transport: link.transport,
+            local: link.local,
+            remote,
+            bytes: Vec::new(),
+            closed: Some(format!(
+                "the {} connection to {remote} ended: {ended}",
+                link.transport.via_token()
+            )),
+        })
+        .await;
 }

@@ -100,7 +100,10 @@ async fn run(
             msg = incoming.recv() => match msg {
                 Some(msg) => {
                     let source = Target { transport: msg.transport, addr: msg.remote };
-                    ua.handle_input(Instant::now(), source, &msg.bytes);
+                    match &msg.closed {
+                        Some(reason) => ua.connection_lost(Instant::now(), source, reason),
+                        None => ua.handle_input(Instant::now(), source, &msg.bytes),
+                    }
                 }
                 None => return ua,
             },

@@ -137,6 +137,9 @@ async fn run(
             .unwrap_or_else(|| tokio::time::Instant::now() + std::time::Duration::from_secs(3600));
         tokio::select! {
             msg = incoming.recv() => match msg {
+                // A closed connection's transactions end by their timers:
+                // the proxy still owes answers it can send on a new one.
+                Some(m) if m.closed.is_some() => {}
                 Some(m) => {
                     let source = Target { transport: m.transport, addr: m.remote };
                     proxy.handle_message(Instant::now(), source, &m.bytes);

@@ -99,7 +99,10 @@ impl UserAgent {
             format!("{}@icephone", random_hex(&mut self.rng, 10)),
         );
         h.push("CSeq", "1 INVITE");
-        h.push("Contact", format!("<{}>", self.registration.contact()));
+        h.push(
+            "Contact",
+            format!("<{}>", self.registration.dialog_contact()),
+        );
         h.push("Allow", ALLOW);
         h.push("User-Agent", &cfg.user_agent);
         set_sdp(&mut req.headers, &mut req.body, body);
@@ -133,7 +136,7 @@ impl UserAgent {
         reason: &str,
         body: Vec<u8>,
     ) -> bool {
-        let contact = self.registration.contact().clone();
+        let contact = self.registration.dialog_contact().clone();
         let Some(c) = self.calls.get_mut(&call) else {
             return false;
         };
@@ -218,7 +221,7 @@ impl UserAgent {
     /// ICE restart). The answer arrives as [`UaEvent::CallUpdated`].
     pub fn reinvite(&mut self, now: Instant, call: CallHandle, body: Vec<u8>) -> bool {
         let via = self.config.registration.via(&mut self.rng);
-        let contact = self.registration.contact().clone();
+        let contact = self.registration.dialog_contact().clone();
         let target = match self.calls.get(&call).and_then(|c| c.dialog.as_ref()) {
             Some(d) => self.dialog_target(d),
             None => return false,
@@ -314,6 +317,34 @@ impl UserAgent {
             return false;
         };
         let end = match which {
+            // §8.1.3.1: a transport failure reads as a 503, which leaves a
+            // re-INVITE's dialog and session as they were (§14.1); only
+            // silence ends the dialog (§12.2.1.2).
+            CallRequest::ReInvite if self.transport_failure.is_some() => {
+                if let Some(c) = self.calls.get_mut(&handle) {
+                    c.reinvite_client = None;
+                }
+                self.events.push_back(UaEvent::CallUpdated {
+                    call: handle,
+                    code: 503,
+                    body: Vec::new(),
+                });
+                return true;
+            }
+            // The INVITE was answered already: its transaction only waited
+            // for 2xx retransmissions (RFC 6026 Accepted), and its end,
+            // even by a transport failure, is not the call's.
+            CallRequest::Invite
+                if self
+                    .calls
+                    .get(&handle)
+                    .is_some_and(|c| c.phase == Phase::Confirmed) =>
+            {
+                if let Some(c) = self.calls.get_mut(&handle) {
+                    c.invite_client = None;
+                }
+                return true;
+            }
             CallRequest::Bye => CallEnd::Local,
             CallRequest::Invite | CallRequest::ReInvite => CallEnd::TimedOut,
         };
@@ -614,7 +645,7 @@ impl UserAgent {
 
     fn send_bye(&mut self, now: Instant, handle: CallHandle) {
         let via = self.config.registration.via(&mut self.rng);
-        let contact = self.registration.contact().clone();
+        let contact = self.registration.dialog_contact().clone();
         let target = match self.calls.get(&handle).and_then(|c| c.dialog.as_ref()) {
             Some(d) => self.dialog_target(d),
             None => return,

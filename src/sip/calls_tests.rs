@@ -34,6 +34,7 @@ fn ua(user: &str, local: &str, peer: &str, seed: u64) -> UserAgent {
             transport: Transport::Udp,
             local,
             fix_contact: false,
+            gruu: false,
             user_agent: "icephone-test".into(),
         },
         next_hop: Target {
@@ -598,4 +599,61 @@ fn a_rejected_offer_says_why_in_the_status_line_and_a_warning() {
         }
     }));
     assert!(!p.bob.reject(p.now, incoming, 488, "again"), "only once");
+}
+
+/// The connection our requests went over closed (a NAT forgot it): the
+/// answered INVITE's transaction ends without ending the call, and a
+/// re-INVITE waiting on it is refused with 503 (§8.1.3.1), the call going
+/// on; another re-INVITE then gets through.
+#[test]
+fn a_lost_connection_refuses_the_re_invite_but_keeps_the_call() {
+    let mut p = Pair::new();
+    let call = p.alice.invite(p.now, bob_uri(), b"offer1".to_vec());
+    p.flush();
+    let incoming = p.incoming();
+    p.bob.answer(p.now, incoming, 200, b"answer1".to_vec());
+    p.flush();
+    p.drop = Box::new(|t| t.bytes.starts_with(b"INVITE "));
+    assert!(p.alice.reinvite(p.now, call, b"restart".to_vec()));
+    p.flush();
+    let bob = Target {
+        transport: Transport::Udp,
+        addr: BOB.parse().unwrap(),
+    };
+    p.alice
+        .connection_lost(p.now, bob, "the TCP connection was reset");
+    p.flush();
+    assert!(
+        p.events_alice.contains(&UaEvent::CallUpdated {
+            call,
+            code: 503,
+            body: Vec::new()
+        }),
+        "{:?}",
+        p.events_alice
+    );
+    assert!(!p
+        .events_alice
+        .iter()
+        .any(|e| matches!(e, UaEvent::CallEnded { .. })));
+    p.drop = Box::new(|_| false);
+    assert!(p.alice.reinvite(p.now, call, b"restart again".to_vec()));
+    p.flush();
+    assert!(p.events_bob.contains(&UaEvent::ReInvite {
+        call: incoming,
+        body: b"restart again".to_vec()
+    }));
+    // Silence, unlike a transport failure, still ends the dialog.
+    p.bob.answer(p.now, incoming, 200, b"answer".to_vec());
+    p.flush();
+    p.drop = Box::new(|_| true);
+    assert!(p.alice.reinvite(p.now, call, b"unheard".to_vec()));
+    p.advance(Duration::from_secs(40));
+    assert!(p.events_alice.iter().any(|e| matches!(
+        e,
+        UaEvent::CallEnded {
+            end: CallEnd::TimedOut,
+            ..
+        }
+    )));
 }

@@ -292,18 +292,7 @@ impl TransactionLayer {
     /// Sending to `target` failed: every transaction using it times out.
     /// A rare event, so a scan is fine here.
     pub fn transport_error(&mut self, target: Target) {
-        let clients: Vec<ClientId> = self
-            .clients
-            .iter()
-            .filter(|(_, e)| e.target == target)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in clients {
-            if let Some(e) = self.clients.get_mut(&id) {
-                e.tx.transport_error();
-            }
-            self.touch_client(&id);
-        }
+        self.connection_lost(target);
         let servers: Vec<ServerId> = self
             .servers
             .iter()
@@ -315,6 +304,25 @@ impl TransactionLayer {
                 e.tx.transport_error();
             }
             self.touch_server(&id);
+        }
+    }
+
+    /// The connection to `target` closed or was reset: no answer can come
+    /// back on it, so our requests sent over it fail now (§17.1.4) rather
+    /// than at Timer B or F. Answers we owe still go out (§18.2.2 opens a
+    /// new connection for them).
+    pub fn connection_lost(&mut self, target: Target) {
+        let clients: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| e.target == target)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in clients {
+            if let Some(e) = self.clients.get_mut(&id) {
+                e.tx.transport_error();
+            }
+            self.touch_client(&id);
         }
     }
 

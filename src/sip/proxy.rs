@@ -490,13 +490,14 @@ impl Proxy {
         if !self.registrar.is_user(user) {
             return Err(Reply::new(404));
         }
-        // No forking: the most recently refreshed binding only.
-        let binding = self
-            .registrar
-            .lookup(now, user)
-            .into_iter()
-            .next()
-            .ok_or_else(|| Reply::new(480))?;
+        // A GRUU reaches its instance wherever it registered last (RFC 5627
+        // §5.2.1: 480 while it has no binding). Otherwise no forking: the
+        // most recently refreshed binding only.
+        let binding = match uri.param("gr") {
+            Some(Some(instance)) => self.registrar.binding_for_instance(now, user, instance),
+            _ => self.registrar.lookup(now, user).into_iter().next(),
+        }
+        .ok_or_else(|| Reply::new(480))?;
         Ok(Hop {
             target: binding.flow,
             new_uri: Some(binding.contact),

@@ -1400,3 +1400,90 @@ fn the_challenge_order_follows_the_configuration() {
         Net::with(|c| c.registrar.digest = vec![crate::sip::digest::DigestAlgorithm::Md5]);
     assert_eq!(challenge_algorithms(&mut md5_only), ["MD5"]);
 }
+
+// ---- GRUU (RFC 5627) ------------------------------------------------------------
+
+const BOB_INSTANCE: &str = "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6";
+
+/// Bob registers `contact` with his instance and `Supported: gruu` from
+/// his current flow; returns the 200.
+fn register_instance(net: &mut Net, bob: &mut Ua, contact: &str) -> Response {
+    let with_gruu = |bob: &mut Ua| {
+        let mut req = bob.register(contact, Some(3600));
+        req.headers.push("Supported", "path, gruu");
+        req
+    };
+    let first = with_gruu(bob);
+    let challenge = one_response(&net.request(bob.flow(), &first), bob.at);
+    let mut second = with_gruu(bob);
+    bob.authorize(&mut second, &challenge, false);
+    one_response(&net.request(bob.flow(), &second), bob.at)
+}
+
+#[test]
+fn a_gruu_follows_its_instance_to_a_new_nat_mapping() {
+    let mut net = Net::new();
+    let mut bob = Ua::bob();
+    let first = format!("<sip:bob@{BOB_AT}>;+sip.instance=\"<{BOB_INSTANCE}>\"");
+    let ok = register_instance(&mut net, &mut bob, &first);
+    assert_eq!(ok.code, 200);
+    let listed = &ok.contacts().unwrap().addrs()[0].clone();
+    let gruu: Uri = listed.param_unquoted("pub-gruu").unwrap().parse().unwrap();
+    assert_eq!(
+        gruu.to_string(),
+        format!("sip:bob@{REALM};gr={BOB_INSTANCE}")
+    );
+    assert_eq!(
+        listed.param_unquoted("+sip.instance").as_deref(),
+        Some(format!("<{BOB_INSTANCE}>").as_str())
+    );
+
+    // The NAT forgot bob and maps him elsewhere: he re-registers his new
+    // public contact from the new flow and drops the old one.
+    const BOB_NOW: &str = "203.0.113.5:40777";
+    let mut moved = Ua::new("bob", BOB_NOW, BOB_NOW);
+    moved.cseq = bob.cseq;
+    let contacts = format!(
+        "<sip:bob@{BOB_NOW}>;+sip.instance=\"<{BOB_INSTANCE}>\", <sip:bob@{BOB_AT}>;expires=0"
+    );
+    let ok = register_instance(&mut net, &mut moved, &contacts);
+    assert_eq!(ok.code, 200, "{ok:?}");
+
+    // A request along the dialog's route set to bob's GRUU reaches him
+    // on the new flow, retargeted to the contact he registered there.
+    let mut alice = Ua::alice();
+    let mut bye = Request::new(Method::Bye, gruu.clone());
+    let via = alice.via();
+    bye.headers.push("Via", via);
+    bye.headers
+        .push("Route", "<sip:192.0.2.1:5060;transport=udp;lr>");
+    bye.headers.push("Max-Forwards", "70");
+    bye.headers
+        .push("From", "<sip:alice@example.com>;tag=alicetag");
+    bye.headers.push("To", "<sip:bob@example.com>;tag=bobtag");
+    bye.headers.push("Call-ID", "call-gruu@test");
+    bye.headers.push("CSeq", "2 BYE");
+    let fwd = one_request(&net.request(alice.flow(), &bye), BOB_NOW);
+    assert_eq!(fwd.uri.to_string(), format!("sip:bob@{BOB_NOW}"));
+
+    // A GRUU of an instance with no binding is 480 (RFC 5627 §5.2.1).
+    let mut stray = bye.clone();
+    stray.uri = format!("sip:bob@{REALM};gr=urn:uuid:00000000-0000-0000-0000-000000000000")
+        .parse()
+        .unwrap();
+    stray.headers.set("Via", alice.via());
+    let sent = net.request(alice.flow(), &stray);
+    assert_eq!(one_response(&sent, ALICE_AT).code, 480);
+}
+
+#[test]
+fn no_gruu_without_supported_gruu() {
+    let mut net = Net::new();
+    let mut bob = Ua::bob();
+    let contact = format!("<sip:bob@{BOB_AT}>;+sip.instance=\"<{BOB_INSTANCE}>\"");
+    let ok = bob.register_with_auth(&mut net, &contact, Some(3600));
+    assert_eq!(ok.code, 200);
+    assert!(ok.contacts().unwrap().addrs()[0]
+        .param("pub-gruu")
+        .is_none());
+}

@@ -35,7 +35,7 @@ use rand::RngCore;
 use sha2::Sha256;
 
 use super::digest::{DigestAlgorithm, DigestResponse};
-use super::headers::{Challenge, Contacts, Credentials, NameAddr};
+use super::headers::{quote, split_list, Challenge, Contacts, Credentials, NameAddr};
 use super::layer::response_to;
 use super::message::{reason_phrase, Method, ParseError, Request, Response};
 use super::uri::{Host, Scheme, Uri};
@@ -117,6 +117,9 @@ pub struct Binding {
     pub expires: Instant,
     pub call_id: String,
     pub cseq: u32,
+    /// The UA instance (`+sip.instance`, RFC 5626 §4.1), e.g.
+    /// `urn:uuid:…`: what its GRUU names (RFC 5627).
+    pub instance: Option<String>,
 }
 
 /// The outcome of checking a request's credentials.
@@ -344,6 +347,7 @@ struct ContactUpdate {
     uri: Uri,
     /// Seconds, already clamped; 0 removes.
     expires: u32,
+    instance: Option<String>,
 }
 
 pub struct Registrar {
@@ -424,6 +428,20 @@ impl Registrar {
             .get(user)
             .map(|list| list.iter().filter(|b| b.expires > now).cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The newest live binding of `user`'s `instance`: where a request to
+    /// its GRUU goes (RFC 5627 §5.2.1). A UA that re-registers from a new
+    /// NAT mapping keeps its GRUU, so its dialogs follow it.
+    pub fn binding_for_instance(
+        &self,
+        now: Instant,
+        user: &str,
+        instance: &str,
+    ) -> Option<Binding> {
+        self.lookup(now, user)
+            .into_iter()
+            .find(|b| b.instance.as_deref() == Some(instance))
     }
 
     /// The live binding whose contact is `uri` (user, host and port), else
@@ -571,18 +589,39 @@ impl Registrar {
                 Ok(ContactUpdate {
                     uri: addr.uri.clone(),
                     expires: asked.min(cfg.max_expires),
+                    instance: instance_of(addr),
                 })
             })
             .collect()
     }
 
-    /// §10.3 step 8: 200 with every current binding and its remaining time.
+    /// §10.3 step 8: 200 with every current binding and its remaining time;
+    /// to a UA that supports GRUU, each instance's public GRUU (RFC 5627
+    /// §6: the address of record with `gr` set to the instance).
     fn ok_listing(&mut self, now: Instant, req: &Request, bindings: &[Binding]) -> Response {
         let mut resp = response_to(req, 200, reason_phrase(200), &mut self.rng);
+        let aor = req
+            .to()
+            .ok()
+            .map(|to| to.uri)
+            .filter(|_| supports(req, "gruu"));
         for b in bindings {
             let left = b.expires.saturating_duration_since(now).as_secs();
-            resp.headers
-                .push("Contact", format!("<{}>;expires={left}", b.contact));
+            let mut contact = format!("<{}>;expires={left}", b.contact);
+            if let Some(instance) = &b.instance {
+                contact.push_str(&format!(
+                    ";+sip.instance={}",
+                    quote(&format!("<{instance}>"))
+                ));
+                if let Some(aor) = &aor {
+                    let gruu = public_gruu(aor, instance);
+                    contact.push_str(&format!(";pub-gruu={}", quote(&gruu.to_string())));
+                }
+            }
+            resp.headers.push("Contact", contact);
+        }
+        if aor.is_some() {
+            resp.headers.push("Supported", "gruu");
         }
         resp
     }
@@ -647,6 +686,7 @@ fn apply_updates(
                 expires: stamp.now + Duration::from_secs(u64::from(update.expires)),
                 call_id: stamp.call_id.to_owned(),
                 cseq: stamp.cseq,
+                instance: update.instance.clone(),
             });
         }
     }
@@ -654,6 +694,34 @@ fn apply_updates(
     // Oldest last, so the cap drops the least recently refreshed.
     fresh.truncate(max_bindings);
     Ok(fresh)
+}
+
+/// The instance a Contact names (`+sip.instance="<urn:…>"`), without
+/// its angle brackets.
+fn instance_of(addr: &NameAddr) -> Option<String> {
+    let value = addr.param_unquoted("+sip.instance")?;
+    let urn = value.trim().trim_start_matches('<').trim_end_matches('>');
+    (!urn.is_empty()).then(|| urn.to_owned())
+}
+
+/// Whether the request lists `option` in a Supported header.
+fn supports(req: &Request, option: &str) -> bool {
+    req.headers.get_all("Supported").iter().any(|v| {
+        split_list(v)
+            .iter()
+            .any(|o| o.trim().eq_ignore_ascii_case(option))
+    })
+}
+
+/// RFC 5627 §3.1: the public GRUU of `instance` for the AOR `aor`.
+pub fn public_gruu(aor: &Uri, instance: &str) -> Uri {
+    let mut gruu = aor.clone();
+    gruu.params.clear();
+    gruu.headers.clear();
+    gruu.password = None;
+    gruu.port = None;
+    gruu.set_param("gr", Some(instance));
+    gruu
 }
 
 /// Contacts are the same binding when scheme, user, host and port agree

@@ -43,6 +43,10 @@ pub struct RegistrationConfig {
     pub local: SocketAddr,
     /// Rewrite the Contact to the address the registrar saw (rport).
     pub fix_contact: bool,
+    /// Register as a UA instance (`+sip.instance`) and ask for a GRUU
+    /// (RFC 5627): calls then give it as their Contact, which stays
+    /// valid when a NAT maps us somewhere new and we re-register.
+    pub gruu: bool,
     pub user_agent: String,
 }
 
@@ -127,6 +131,10 @@ pub struct Registration {
     contact: Uri,
     /// A contact replaced by a NAT fix, removed with the next REGISTER.
     stale_contact: Option<Uri>,
+    /// `urn:uuid:…`, fixed for this registration's life.
+    instance: Option<String>,
+    /// The public GRUU the registrar gave our instance.
+    gruu: Option<Uri>,
     expires: u32,
     auth: Authenticator,
     failures: u32,
@@ -144,6 +152,8 @@ impl Registration {
             expires: config.expires,
             contact,
             stale_contact: None,
+            instance: config.gruu.then(|| uuid_urn(rng)),
+            gruu: None,
             auth: Authenticator::new(config.credentials.clone()),
             failures: 0,
             next_register: None,
@@ -158,6 +168,13 @@ impl Registration {
 
     pub fn contact(&self) -> &Uri {
         &self.contact
+    }
+
+    /// The Contact for our dialogs: the GRUU if the registrar gave one
+    /// (requests to it reach whichever flow we registered last), else the
+    /// registered contact.
+    pub fn dialog_contact(&self) -> &Uri {
+        self.gruu.as_ref().unwrap_or(&self.contact)
     }
 
     pub fn config(&self) -> &RegistrationConfig {
@@ -302,6 +319,9 @@ impl Registration {
             }
         }
         let expires = self.granted_expires(response);
+        if self.instance.is_some() {
+            self.gruu = self.granted_gruu(response);
+        }
         if expires == 0 {
             let error =
                 RegistrationError::BadResponse("the registrar kept no contact of ours".into());
@@ -337,6 +357,16 @@ impl Registration {
             None if response.headers.get("Contact").is_some() => 0,
             None => from_header.unwrap_or(self.expires),
         }
+    }
+
+    /// RFC 5627 §5.1: the `pub-gruu` of our contact in the 2xx, if any.
+    fn granted_gruu(&self, response: &Response) -> Option<Uri> {
+        let contacts = response.contacts().ok()?;
+        let ours = contacts
+            .addrs()
+            .iter()
+            .find(|c| same_contact(&c.uri, &self.contact))?;
+        ours.param_unquoted("pub-gruu")?.parse().ok()
     }
 
     fn on_challenge(&mut self, response: &Response) -> Result<(), RegistrationError> {
@@ -383,12 +413,18 @@ impl Registration {
         h.push("Call-ID", &self.call_id);
         h.push("CSeq", format!("{} REGISTER", self.cseq));
         let mut contact = format!("<{}>;expires={expires}", self.contact);
+        if let Some(instance) = &self.instance {
+            contact.push_str(&format!(";+sip.instance=\"<{instance}>\""));
+        }
         if let Some(old) = &self.stale_contact {
             contact.push_str(&format!(", <{old}>;expires=0"));
         }
         h.push("Contact", &contact);
         h.push("Expires", expires.to_string());
         h.push("Allow", super::ALLOW);
+        if self.instance.is_some() {
+            h.push("Supported", "gruu");
+        }
         h.push("User-Agent", &cfg.user_agent);
         self.auth.sign(&mut req, rng);
         req
@@ -442,6 +478,22 @@ fn contact_uri(config: &RegistrationConfig, at: SocketAddr) -> Uri {
         );
     }
     uri
+}
+
+/// A random (version 4) UUID URN (RFC 4122 §4.4) for `+sip.instance`.
+fn uuid_urn(rng: &mut StdRng) -> String {
+    let mut b: [u8; 16] = rng.random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "urn:uuid:{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
 }
 
 /// Contacts compare by user, host and port (§10.2.4 uses URI equality; the

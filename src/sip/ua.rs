@@ -99,7 +99,7 @@ pub struct UserAgent {
     pub(super) events: VecDeque<UaEvent>,
     stats: UaStats,
     /// Why the last send failed, for the timeout that follows it.
-    transport_failure: Option<String>,
+    pub(super) transport_failure: Option<String>,
 }
 
 impl UserAgent {
@@ -167,6 +167,14 @@ impl UserAgent {
     pub fn transport_error(&mut self, now: Instant, target: Target, reason: &str) {
         self.transport_failure = Some(reason.to_owned());
         self.layer.transport_error(target);
+        self.drain_layer(now);
+    }
+
+    /// Our connection to `target` closed or was reset (a NAT that forgot
+    /// it, a server restart): requests waiting on it fail with `reason`.
+    pub fn connection_lost(&mut self, now: Instant, target: Target, reason: &str) {
+        self.transport_failure = Some(reason.to_owned());
+        self.layer.connection_lost(target);
         self.drain_layer(now);
     }
 

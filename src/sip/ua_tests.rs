@@ -24,6 +24,10 @@ fn registrar() -> Target {
 }
 
 fn ua_with(transport: Transport, keepalive: Option<Duration>) -> UserAgent {
+    ua_configured(transport, keepalive, false)
+}
+
+fn ua_configured(transport: Transport, keepalive: Option<Duration>, gruu: bool) -> UserAgent {
     let local: SocketAddr = "10.0.0.2:5070".parse().unwrap();
     let config = UaConfig {
         registration: RegistrationConfig {
@@ -38,6 +42,7 @@ fn ua_with(transport: Transport, keepalive: Option<Duration>) -> UserAgent {
             transport,
             local,
             fix_contact: true,
+            gruu,
             user_agent: "icephone-test".into(),
         },
         next_hop: Target {
@@ -512,4 +517,42 @@ fn over_tcp_only_a_changed_address_is_a_nat() {
         events(&mut ua).as_slice(),
         [UaEvent::Registration(RegistrationEvent::Registered { .. })]
     ));
+}
+
+#[test]
+fn with_a_gruu_granted_calls_give_it_as_their_contact() {
+    let mut ua = ua_configured(Transport::Udp, None, true);
+    let now = Instant::now();
+    ua.register(now);
+    let first = sent(&mut ua).remove(0);
+    let contact = contact_of(&first);
+    assert!(contact.contains(";+sip.instance=\"<urn:uuid:"), "{contact}");
+    let supported = first.headers.get("Supported").unwrap_or_default();
+    assert!(supported.contains("gruu"), "{supported}");
+    let instance = contact
+        .split("+sip.instance=\"<")
+        .nth(1)
+        .and_then(|v| v.split_once('>'))
+        .unwrap()
+        .0
+        .to_owned();
+    assert_eq!(instance.len(), "urn:uuid:".len() + 36);
+    let uri = contact.split_once(";expires=").unwrap().0;
+    let gruu = format!("sip:alice@example.org;gr={instance}");
+    let granted =
+        format!("Contact: {uri};expires=600;+sip.instance=\"<{instance}>\";pub-gruu=\"{gruu}\"");
+    ua.handle_input(now, registrar(), &answer(&first, "200 OK", &[granted]));
+    assert!(matches!(
+        events(&mut ua)[..],
+        [UaEvent::Registration(RegistrationEvent::Registered { .. })]
+    ));
+
+    ua.invite(
+        now,
+        "sip:bob@example.org".parse().unwrap(),
+        b"v=0\r\n".to_vec(),
+    );
+    let invite = sent(&mut ua).remove(0);
+    assert_eq!(invite.method, Method::Invite);
+    assert_eq!(contact_of(&invite), format!("<{gruu}>"));
 }

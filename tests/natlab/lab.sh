@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # NAT lab: real Linux NATs built from network namespaces and nftables.
 #
-#   lab.sh up   LAB_ID SCENARIO          build lab LAB_ID (1..20); prints KEY=VALUE lines
+#   lab.sh up   LAB_ID SCENARIO          build lab LAB_ID (1..30); prints KEY=VALUE lines
 #   lab.sh exec LAB_ID HOST -- CMD ...   run CMD in HOST's namespace (server|a|b|rA|rB|inet)
 #   lab.sh down LAB_ID                   remove the lab (processes, namespaces); never fails
 #
@@ -35,8 +35,8 @@ die() {
 }
 
 check_id() {
-    if ! [[ "${1:-}" =~ ^[0-9]{1,2}$ ]] || ((10#$1 < 1 || 10#$1 > 20)); then
-        die "LAB_ID must be an integer 1..20 (got '${1:-}')"
+    if ! [[ "${1:-}" =~ ^[0-9]{1,2}$ ]] || ((10#$1 < 1 || 10#$1 > 30)); then
+        die "LAB_ID must be an integer 1..30 (got '${1:-}')"
     fi
 }
 

@@ -6,7 +6,9 @@
 #
 # Env: ICEPHONE (binary; default target/debug/icephone of this repo), LOSS (passed to lab.sh),
 # HANGUP (seconds in the call, default 3), KEEP=1 (leave the lab up afterwards),
-# SIP_TRANSPORT=udp|tcp (registrar transport; udpblock always uses tcp), SERVER_LOG (serve --log).
+# SIP_TRANSPORT=udp|tcp (registrar transport; udpblock always uses tcp), SERVER_LOG (serve --log),
+# PHONE_LOG (both phones' --log), FLUSH_AFTER=S (flush both routers' conntrack S s into the call),
+# CAPTURE=1 (the server's SIP traffic to OUTDIR/sip.pcap, by tshark).
 # Leaves server.log, bob.log, alice.log, bob.json, alice.json, *.wav in OUTDIR.
 # Exit 0 when the call completed and both sides received > 100 RTP packets.
 
@@ -57,19 +59,31 @@ wait_for() {
 }
 
 wait_for "$out/server.log" "^listening" 10
+if [[ ${CAPTURE:-0} == 1 ]]; then
+    rm -f "$out/sip.pcap"
+    "$lab" exec "$id" server -- timeout $((hangup + 70)) tshark -q -i any -f "port 5060" -w "$out/sip.pcap" 2>/dev/null &
+    sleep 1
+fi
 
 "$lab" exec "$id" b -- timeout $((hangup + 60)) "$bin" register --aor sip:bob@lab.test --password pw2 \
     --registrar "$registrar" --auto-answer --mic tone:880 --speaker "file:$out/bob.wav" \
     --stun stun:203.0.113.10:3478 --turn "$turn" --turn-user bob --turn-password pw2 \
-    --report "$out/bob.json" >"$out/bob.log" 2>&1 &
+    --report "$out/bob.json" --log "${PHONE_LOG:-warn}" >"$out/bob.log" 2>&1 &
 bob_pid=$!
 wait_for "$out/bob.log" "^registered" 15
 
+if [[ -n ${FLUSH_AFTER:-} ]]; then
+    (
+        sleep "$FLUSH_AFTER"
+        for router in rA rB; do "$lab" exec "$id" "$router" -- conntrack -F 2>/dev/null || true; done
+        echo "flushed conntrack on rA and rB" >&2
+    ) &
+fi
 rc=0
 "$lab" exec "$id" a -- timeout $((hangup + 45)) "$bin" call sip:bob@lab.test --aor sip:alice@lab.test \
     --password pw1 --registrar "$registrar" --mic tone:440 --speaker "file:$out/alice.wav" \
     --stun stun:203.0.113.10:3478 --turn "$turn" --turn-user alice --turn-password pw1 \
-    --hangup-after "$hangup" --report "$out/alice.json" "$@" >"$out/alice.log" 2>&1 || rc=$?
+    --hangup-after "$hangup" --report "$out/alice.json" --log "${PHONE_LOG:-warn}" "$@" >"$out/alice.log" 2>&1 || rc=$?
 
 # bob writes his report when the call ends (BYE): give it a moment.
 for ((i = 0; i < 50; i++)); do
