@@ -1254,3 +1254,55 @@ fn a_call_without_ice_sends_plain_rtp_both_ways() {
     let (status, stderr) = bob.terminate(Duration::from_secs(10));
     assert!(status.success(), "{stderr}");
 }
+
+/// The caller vanishes mid-call (killed: no BYE). The callee's media stops,
+/// consent goes unanswered, and no restart comes: it hangs up by itself
+/// once the path has stayed broken for 20 s (`call::recovery::GIVE_UP`),
+/// instead of holding the call open for ever.
+#[test]
+fn a_callee_whose_caller_vanished_hangs_up_by_itself() {
+    let serve = Serve::start(REALM);
+    let mut bob = Background::spawn(&mut register_cmd(
+        &format!("sip:bob@{REALM}"),
+        "Bob-pw2",
+        &serve.registrar("udp"),
+        &["--auto-answer", "--mic", "tone:880"],
+    ));
+    bob.wait_line("registered ", Duration::from_secs(10));
+    let mut alice = Background::spawn(Command::new(env!("CARGO_BIN_EXE_icephone")).args([
+        "call",
+        &format!("sip:bob@{REALM}"),
+        "--aor",
+        &format!("sip:alice@{REALM}"),
+        "--password",
+        "Alice-pw1",
+        "--registrar",
+        &serve.registrar("udp"),
+        "--mic",
+        "tone:440",
+        "--hangup-after",
+        "120",
+    ]));
+    alice.wait_line("ice connected", Duration::from_secs(15));
+    bob.wait_line("call 1 ice connected", Duration::from_secs(5));
+    let _ = alice.child.kill();
+    let _ = alice.child.wait();
+    let killed = Instant::now();
+    bob.wait_line("call 1 ice lost the path", Duration::from_secs(10));
+    let lost_after = killed.elapsed();
+    bob.wait_line(
+        "call 1 the media path did not come back in 20 s: hanging up",
+        Duration::from_secs(25),
+    );
+    let gave_up_after = killed.elapsed();
+    assert!(
+        lost_after < Duration::from_secs(4),
+        "the silence took {lost_after:?} to notice"
+    );
+    assert!(
+        gave_up_after >= Duration::from_secs(20),
+        "gave up after {gave_up_after:?}"
+    );
+    let (status, _) = bob.terminate(Duration::from_secs(40));
+    assert!(status.success());
+}

@@ -17,22 +17,10 @@ use super::report::{finish_report, CallReport, Moments};
 use super::server_addr::{parse_stun_server, parse_turn_server, resolve};
 use crate::audio::io::{Sink, Source};
 use crate::call::audio::AudioReport;
-use crate::call::{CallMedia, MediaError, MediaOptions};
+use crate::call::recovery::Refused;
+use crate::call::{CallMedia, MediaError, MediaOptions, PathRecovery};
 use crate::net::sip_ua::UaCommand;
 use crate::sip::ua::UaEvent;
-
-/// After the path is lost, how long the restart waits for the callee to
-/// re-register from its new NAT mapping (it noticed the loss within
-/// ~100 ms of us: `ice::transport::MEDIA_SILENCE`; re-registering takes it
-/// 2–3 round trips).
-const RESTART_SETTLE: Duration = Duration::from_millis(1000);
-/// A refused restart re-INVITE is sent again this much later (after a
-/// 491 glare, the 2.1 s RFC 3261 §14.1 asks of the Call-ID's owner), at
-/// most this many times in all. The usual refusal is our own 503: a
-/// stream connection to the proxy that died with the NAT's mappings.
-const RESTART_RETRY: Duration = Duration::from_millis(300);
-const RESTART_RETRY_GLARE: Duration = Duration::from_millis(2100);
-const RESTART_TRIES: u32 = 3;
 
 /// Where a call's audio comes from and goes to, and how ICE gathers.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -351,9 +339,9 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
     let mut hangup_at: Option<tokio::time::Instant> = None;
     // Re-INVITEs still to send, soonest first.
     let mut changes: Vec<(tokio::time::Instant, Change)> = Vec::new();
+    // A restart of ours is out (by hand, or to repair a lost path).
     let mut restarting = false;
-    // Restarts tried since the path was lost (0: none under way).
-    let mut restart_tries = 0u32;
+    let mut recovery = PathRecovery::new(true);
     let mut outcome = ExitCode::SUCCESS;
     let mut hung_up = false;
     loop {
@@ -363,12 +351,9 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
                 None => std::future::pending().await,
             }
         };
-        let hold_due = async {
-            match changes.first() {
-                Some((at, _)) => tokio::time::sleep_until(*at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let hold_due = sleep_until(changes.first().map(|(at, _)| *at));
+        let restart_due = sleep_until(recovery.restart_at().map(Into::into));
+        let give_up_due = sleep_until(recovery.give_up_at().map(Into::into));
         tokio::select! {
             _ = &mut stop, if !hung_up => {
                 hung_up = true;
@@ -387,7 +372,6 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
                         }
                         Err(e) => {
                             println!("ICE restart failed: {e}");
-                            restart_tries = 0;
                             continue;
                         }
                     },
@@ -395,18 +379,38 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
                 report.record(&moments, "INVITE (re-INVITE)", true);
                 let _ = session.handle.commands.send(UaCommand::ReInvite { call, body });
             }
-            // Consent lost mid-call (RFC 7675): the path broke, typically a
-            // NAT that forgot its mapping. Re-open signalling at once, then
-            // restart ICE (with new relays) by re-INVITE, as RFC 8445 §9
-            // allows — once the callee, who noticed at the same moment, has
-            // had time to re-register from its own new mapping: the
-            // re-INVITE reaches it through that registration (its GRUU).
-            lost = media.path_lost(), if moments.answer.is_some() && !restarting && restart_tries == 0 && !hung_up => {
-                let _ = session.handle.commands.send(UaCommand::KeepAliveNow);
-                println!("ice lost the path ({}): restarting ICE", lost.as_str());
-                restart_tries = 1;
-                changes.push((tokio::time::Instant::now() + RESTART_SETTLE, Change::RestartIce));
-                changes.sort_by_key(|(at, _)| *at);
+            // Consent lost mid-call (RFC 7675), typically a NAT that forgot
+            // its mappings: re-open signalling at once (a keep-alive, which
+            // re-registers from a new mapping); the restart follows
+            // (`call::recovery`). Or the path came back.
+            state = media.path_change(recovery.is_lost()), if moments.answer.is_some() && !restarting && !hung_up => {
+                if recovery.is_lost() {
+                    println!("ice found the path again ({})", state.as_str());
+                    recovery.on_restored();
+                } else {
+                    let _ = session.handle.commands.send(UaCommand::KeepAliveNow);
+                    println!("ice lost the path ({}): restarting ICE", state.as_str());
+                    recovery.on_lost(Instant::now());
+                }
+            }
+            _ = restart_due, if !hung_up && !restarting => match media.restart_offer().await {
+                Ok(body) => {
+                    recovery.on_restart_sent();
+                    restarting = true;
+                    report.record(&moments, "INVITE (re-INVITE)", true);
+                    let _ = session.handle.commands.send(UaCommand::ReInvite { call, body });
+                }
+                Err(e) => {
+                    println!("ICE restart failed: {e}");
+                    recovery.on_restart_failed();
+                }
+            },
+            _ = give_up_due, if !hung_up => {
+                println!("the media path did not come back in {} s: hanging up", crate::call::recovery::GIVE_UP.as_secs());
+                outcome = ExitCode::from(1);
+                hung_up = true;
+                report.record(&moments, "BYE", true);
+                let _ = session.handle.commands.send(UaCommand::Hangup(call));
             }
             _ = hangup_due, if !hung_up => {
                 hung_up = true;
@@ -470,28 +474,25 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
                             Err(e) => println!("re-INVITE answer unusable: {e}"),
                         }
                         if std::mem::take(&mut restarting) {
+                            recovery.on_restart_answered();
                             match media.connected(Duration::from_secs(15)).await {
                                 Ok(pair) => {
                                     println!("ice restarted: {}", describe_pair(&pair));
                                     selected = Some(pair);
+                                    recovery.on_restored();
                                 }
                                 Err(e) => println!("ICE restart failed: {e}"),
                             }
-                            restart_tries = 0;
                         }
                     } else {
                         println!("re-INVITE refused: {code}");
-                        // A restart that did not get through (the callee not
-                        // yet re-registered, glare…) is tried again.
-                        if std::mem::take(&mut restarting) && restart_tries > 0 {
-                            if restart_tries < RESTART_TRIES {
-                                restart_tries += 1;
-                                let wait = if code == 491 { RESTART_RETRY_GLARE } else { RESTART_RETRY };
-                                changes.push((tokio::time::Instant::now() + wait, Change::RestartIce));
-                                changes.sort_by_key(|(at, _)| *at);
-                            } else {
-                                println!("ICE restart failed: {RESTART_TRIES} re-INVITEs refused");
-                            }
+                        restarting = false;
+                        // A restart that did not get through (a connection
+                        // the NAT killed, glare…) is tried again.
+                        match recovery.on_refused(Instant::now(), code) {
+                            Refused::RetryAt(_) => println!("ICE restart: trying again"),
+                            Refused::Exhausted => println!("ICE restart failed: every re-INVITE refused"),
+                            Refused::NotOurs => {}
                         }
                     }
                 }
@@ -552,6 +553,15 @@ enum Change {
     Hold,
     Resume,
     RestartIce,
+}
+
+/// Sleeps until `at`, or forever without one (a `select!` branch that
+/// never fires).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,9 @@ use super::config::Config;
 use super::register::{describe, describe_pair, finish, start, Session};
 use crate::call::audio::LiveAudio;
 use crate::call::media::AudioHandle;
-use crate::call::{CallMedia, MediaOptions};
+use crate::call::recovery::{self, Refused};
+use crate::call::{CallMedia, MediaOptions, PathRecovery};
+use crate::ice::ConnectionState;
 use crate::net::sip_ua::UaCommand;
 use crate::sdp::Direction;
 use crate::sip::calls::CallHandle;
@@ -371,6 +373,10 @@ struct Running {
     handle: CallHandle,
     media: CallMedia,
     audio: Option<AudioHandle>,
+    /// A broken path's repair (the caller restarts ICE).
+    recovery: PathRecovery,
+    /// Our restart re-INVITE is out.
+    restarting: bool,
 }
 
 impl Running {
@@ -412,13 +418,16 @@ impl Running {
     async fn on_event(&mut self, ctx: &CallCtx, id: u64, event: UaEvent) -> bool {
         match event {
             UaEvent::ReInvite { body, .. } => match self.media.reanswer(&body).await {
-                Ok((answer, _)) => {
+                Ok((answer, restarted)) => {
                     let _ = ctx.commands.send(UaCommand::Answer {
                         call: self.handle,
                         code: 200,
                         body: answer,
                     });
                     self.show_direction(ctx, id);
+                    if restarted {
+                        self.await_pair(ctx, id).await;
+                    }
                 }
                 Err(e) => {
                     let _ = ctx.commands.send(UaCommand::Reject {
@@ -432,6 +441,18 @@ impl Running {
                 if (200..300).contains(&code) && self.media.apply_reanswer(&body).is_ok() =>
             {
                 self.show_direction(ctx, id);
+                if std::mem::take(&mut self.restarting) {
+                    self.recovery.on_restart_answered();
+                    self.await_pair(ctx, id).await;
+                }
+            }
+            UaEvent::CallUpdated { code, .. } if code >= 300 => {
+                self.restarting = false;
+                if self.recovery.on_refused(Instant::now(), code) == Refused::Exhausted {
+                    update(&ctx.state, |s| {
+                        s.notice = format!("reconnecting failed: re-INVITE refused ({code})")
+                    });
+                }
             }
             UaEvent::CallEnded { end, .. } => {
                 update_call(&ctx.state, id, |c| {
@@ -461,8 +482,17 @@ impl Running {
             Ok((source, sink)) => self.audio = self.media.start_audio(source, sink),
             Err(e) => update(&ctx.state, |s| s.notice = format!("no audio: {e}")),
         }
+        if !self.await_pair(ctx, id).await {
+            let _ = ctx.commands.send(UaCommand::Hangup(self.handle));
+        }
+    }
+
+    /// Waits for ICE's selected pair (after the answer, or a restart) and
+    /// shows it; false when none came.
+    async fn await_pair(&mut self, ctx: &CallCtx, id: u64) -> bool {
         match self.media.connected(Duration::from_secs(15)).await {
             Ok(pair) => {
+                self.recovery.on_restored();
                 let relays = self.media.relays();
                 let via = relays
                     .iter()
@@ -473,12 +503,48 @@ impl Running {
                 update_call(&ctx.state, id, |c| {
                     c.pair = Some(text);
                     c.status = CallStatus::Active;
-                    c.since = Some(Instant::now());
+                    c.since.get_or_insert_with(Instant::now);
                 });
+                true
             }
             Err(e) => {
                 update(&ctx.state, |s| s.notice = e.to_string());
-                let _ = ctx.commands.send(UaCommand::Hangup(self.handle));
+                false
+            }
+        }
+    }
+
+    /// The path broke (or came back) mid-call: `call::recovery`.
+    fn on_path(&mut self, ctx: &CallCtx, id: u64, state: ConnectionState) {
+        if self.recovery.is_lost() {
+            self.recovery.on_restored();
+            update_call(&ctx.state, id, |c| c.status = CallStatus::Active);
+            return;
+        }
+        self.recovery.on_lost(Instant::now());
+        // Re-open signalling (and re-register from a new NAT mapping).
+        let _ = ctx.commands.send(UaCommand::KeepAliveNow);
+        update_call(&ctx.state, id, |c| {
+            c.status = CallStatus::Connecting;
+            c.pair = Some(format!("path lost ({}): reconnecting…", state.as_str()));
+        });
+    }
+
+    async fn restart(&mut self, ctx: &CallCtx) {
+        match self.media.restart_offer().await {
+            Ok(body) => {
+                self.recovery.on_restart_sent();
+                self.restarting = true;
+                let _ = ctx.commands.send(UaCommand::ReInvite {
+                    call: self.handle,
+                    body,
+                });
+            }
+            Err(e) => {
+                self.recovery.on_restart_failed();
+                update(&ctx.state, |s| {
+                    s.notice = format!("reconnecting failed: {e}")
+                });
             }
         }
     }
@@ -487,7 +553,22 @@ impl Running {
     async fn run(mut self, ctx: CallCtx, id: u64, mut rx: mpsc::UnboundedReceiver<CallInput>) {
         let mut refresh = tokio::time::interval(Duration::from_millis(200));
         loop {
+            let restart_due = sleep_until(self.recovery.restart_at());
+            let give_up_due = sleep_until(self.recovery.give_up_at());
+            let broken = self.recovery.is_lost();
             tokio::select! {
+                state = self.media.path_change(broken), if !self.restarting => {
+                    self.on_path(&ctx, id, state);
+                }
+                _ = restart_due, if !self.restarting => self.restart(&ctx).await,
+                _ = give_up_due => {
+                    update(&ctx.state, |s| s.notice = format!(
+                        "the call's audio path did not come back in {} s: hung up",
+                        recovery::GIVE_UP.as_secs()
+                    ));
+                    let _ = ctx.commands.send(UaCommand::Hangup(self.handle));
+                    self.recovery.on_restored();
+                }
                 input = rx.recv() => match input {
                     Some(CallInput::Ui(cmd)) => self.on_key(&ctx, id, cmd),
                     Some(CallInput::Ua(event)) => {
@@ -625,7 +706,7 @@ async fn outgoing_call(
             }
         }
     }
-    run_call(ctx, id, handle, media, rx).await;
+    run_call(ctx, id, (handle, true), media, rx).await;
 }
 
 async fn incoming_call(
@@ -700,7 +781,7 @@ async fn incoming_call(
         }
     }
     update_call(&ctx.state, id, |c| c.status = CallStatus::Connecting);
-    run_call(ctx, id, handle, media, rx).await;
+    run_call(ctx, id, (handle, false), media, rx).await;
 }
 
 /// An answered call, outgoing or incoming: audio, then keys and SIP until
@@ -708,7 +789,7 @@ async fn incoming_call(
 async fn run_call(
     ctx: CallCtx,
     id: u64,
-    handle: CallHandle,
+    (handle, caller): (CallHandle, bool),
     media: CallMedia,
     rx: mpsc::UnboundedReceiver<CallInput>,
 ) {
@@ -716,6 +797,8 @@ async fn run_call(
         handle,
         media,
         audio: None,
+        recovery: PathRecovery::new(caller),
+        restarting: false,
     };
     running.start_audio(&ctx, id).await;
     running.run(ctx, id, rx).await;
@@ -784,5 +867,13 @@ pub async fn run(config_path: Option<PathBuf>) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::report::{finish_report, CallReport, Moments};
 use crate::call::media::SelectedPair;
-use crate::call::{CallMedia, MediaOptions};
+use crate::call::{CallMedia, MediaOptions, PathRecovery};
 use crate::sip::calls::{CallEnd, CallHandle};
 use crate::sip::registration::RegistrationEvent;
 use crate::sip::ua::{UaEvent, UserAgent};
@@ -334,21 +334,42 @@ async fn answer_call(a: AnswerCall) {
     }
     // The socket, ICE (consent) and audio live until the call ends;
     // meanwhile re-offers (hold, resume, ICE restarts) are answered.
-    let mut restart_pending = false;
+    let mut recovery = PathRecovery::new(false);
+    let mut given_up = false;
     while ended.borrow().is_none() {
+        let give_up_due = async {
+            match recovery.give_up_at() {
+                Some(at) if !given_up => tokio::time::sleep_until(at.into()).await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = ended.changed() => if changed.is_err() { break },
             // The path broke: re-open our signalling flow at once so the
             // caller's restarting re-INVITE can reach us (ours would meet
-            // theirs in glare; the caller restarts).
-            _ = media.path_lost(), if !restart_pending => {
-                println!("call {} ice lost the path: waiting for the restart", call.0);
-                restart_pending = true;
-                let _ = commands.send(UaCommand::KeepAliveNow);
+            // theirs in glare; the caller restarts). Or it came back.
+            state = media.path_change(recovery.is_lost()) => {
+                if recovery.is_lost() {
+                    println!("call {} ice found the path again ({})", call.0, state.as_str());
+                    recovery.on_restored();
+                } else {
+                    println!("call {} ice lost the path: waiting for the restart", call.0);
+                    recovery.on_lost(Instant::now());
+                    let _ = commands.send(UaCommand::KeepAliveNow);
+                }
+            }
+            // No restart came (the caller vanished, or cannot reach us).
+            _ = give_up_due => {
+                println!(
+                    "call {} the media path did not come back in {} s: hanging up",
+                    call.0,
+                    crate::call::recovery::GIVE_UP.as_secs()
+                );
+                given_up = true;
+                let _ = commands.send(UaCommand::Hangup(call));
             }
             Some(offer) = reoffers.recv() => match media.reanswer(&offer).await {
                 Ok((answer, restarted)) => {
-                    restart_pending = false;
                     let state = media.negotiated.as_ref().map(|n| n.direction.token()).unwrap_or("?");
                     println!("call {} re-INVITE: now {state}", call.0);
                     let _ = commands.send(UaCommand::Answer { call, code: 200, body: answer });
@@ -357,6 +378,7 @@ async fn answer_call(a: AnswerCall) {
                             Ok(pair) => {
                                 println!("call {} ice restarted: {}", call.0, describe_pair(&pair));
                                 selected = Some(pair);
+                                recovery.on_restored();
                             }
                             Err(e) => println!("call {} ice restart failed: {e}", call.0),
                         }

@@ -387,6 +387,13 @@ impl CallMedia {
     /// unanswered (RFC 7675), so `Disconnected` or `Failed`. Meanwhile it
     /// keeps the call's view of ICE current. Never resolves without ICE.
     pub async fn path_lost(&mut self) -> ConnectionState {
+        self.path_change(false).await
+    }
+
+    /// Waits for the path to break (`broken == false`: consent lost, ICE
+    /// failed) or, when it is broken, to work again (a pair selected);
+    /// the state it reached.
+    pub async fn path_change(&mut self, broken: bool) -> ConnectionState {
         if self.without_ice.is_some() {
             return std::future::pending().await;
         }
@@ -394,10 +401,15 @@ impl CallMedia {
             match self.session.events.recv().await {
                 Some(event) => {
                     self.on_event(event);
-                    if matches!(
+                    let works = matches!(
+                        self.state,
+                        ConnectionState::Connected | ConnectionState::Completed
+                    );
+                    let fails = matches!(
                         self.state,
                         ConnectionState::Disconnected | ConnectionState::Failed
-                    ) {
+                    );
+                    if (broken && works) || (!broken && fails) {
                         return self.state;
                     }
                 }

@@ -9,5 +9,7 @@
 pub mod audio;
 pub mod jitter;
 pub mod media;
+pub mod recovery;
 
 pub use media::{CallMedia, MediaError, MediaOptions};
+pub use recovery::PathRecovery;
