@@ -6,7 +6,9 @@
 #   lab.sh down LAB_ID                   remove the lab (processes, namespaces); never fails
 #
 # SCENARIO: none | eim | sym | mixed | samelan | udpblock.  Env LOSS=N (0..100) drops N % of
-# the packets crossing each router's public side (each host's, for `none`).
+# the packets crossing each router's public side (each host's, for `none`). Env DELAY_MS=D
+# and JITTER_MS=J delay what each router (each host, for `none`) sends to the internet by
+# D +/- J ms, in user space (netem.py: this kernel has no netem qdisc).
 # See README.md beside this file.  Needs root, iproute2 and nftables (`nft`).
 #
 # Everything lives in namespaces named natlab-L<ID>-<host>; the veth pairs are created
@@ -16,13 +18,15 @@
 set -Eeuo pipefail
 
 PREFIX=natlab
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NET=203.0.113
 SERVER_IP=$NET.10
 SINK_IP=$NET.254   # the "rest of the internet": the inet namespace, which forwards nothing
 
 usage() {
     cat >&2 <<'EOF'
-usage: lab.sh up LAB_ID SCENARIO      (SCENARIO: none|eim|sym|mixed|samelan|udpblock; env LOSS=N)
+usage: lab.sh up LAB_ID SCENARIO      (SCENARIO: none|eim|sym|mixed|samelan|udpblock;
+                                      env LOSS=N, DELAY_MS=D, JITTER_MS=J)
        lab.sh exec LAB_ID HOST -- CMD [ARGS...]   (HOST: server|a|b|rA|rB|inet)
        lab.sh down LAB_ID
 EOF
@@ -115,13 +119,34 @@ veth() {
     in_ns "$3" ip link set "$4" up
 }
 
-# attach NS IF CIDR GW: plug a namespace into the internet bridge.
+# delayed_link NS INET NAME: as `veth NS wan INET p-NAME`, but through netem.py, which
+# delays what NS sends to the internet by DELAY_MS +/- JITTER_MS. It runs in INET's
+# namespace, so `down` kills it with everything else.
+delayed_link() {
+    local ns=$1 inet=$2 name=$3 i
+    in_ns "$inet" python3 "$HERE/netem.py" "p-$name" "$ns" "$DELAY_MS" "$JITTER_MS" \
+        </dev/null >/dev/null 2>&1 &
+    for ((i = 0; i < 100; i++)); do
+        in_ns "$ns" ip link show wan >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    in_ns "$ns" ip link show wan >/dev/null 2>&1 || die "netem.py did not start for $name"
+    in_ns "$ns" ip link set wan up
+    in_ns "$inet" ip link set "p-$name" up
+}
+
+# attach LAB HOST CIDR [DELAYED]: plug a namespace into the internet bridge (with
+# DELAYED=1, through the delay stage when DELAY_MS or JITTER_MS is set).
 attach_inet() {
-    local lab=$1 host=$2 cidr=$3
+    local lab=$1 host=$2 cidr=$3 delayed=${4:-0}
     local inet ns
     inet=$(ns_name "$lab" inet)
     ns=$(ns_name "$lab" "$host")
-    veth "$ns" wan "$inet" "p-$host"
+    if [[ $delayed == 1 ]] && ((DELAY_MS > 0 || JITTER_MS > 0)); then
+        delayed_link "$ns" "$inet" "$host"
+    else
+        veth "$ns" wan "$inet" "p-$host"
+    fi
     in_ns "$inet" ip link set "p-$host" master br0
     in_ns "$ns" ip addr add "$cidr" dev wan
     # Anything not for 203.0.113.0/24 goes to the sink, which silently drops it: no
@@ -135,7 +160,7 @@ router() {
     local ns masq
     ns=$(ns_name "$lab" "$name")
     new_ns "$ns"
-    attach_inet "$lab" "$name" "$pub/24"
+    attach_inet "$lab" "$name" "$pub/24" 1
     in_ns "$ns" ip link add br-lan type bridge
     in_ns "$ns" ip addr add "$lan.1/24" dev br-lan
     in_ns "$ns" ip link set br-lan up
@@ -221,6 +246,16 @@ cmd_up() {
         die "LOSS must be 0..100 (got '$LOSS')"
     fi
     LOSS=$((10#$LOSS))
+    DELAY_MS=${DELAY_MS:-0} JITTER_MS=${JITTER_MS:-0}
+    if ! [[ "$DELAY_MS" =~ ^[0-9]{1,4}$ && "$JITTER_MS" =~ ^[0-9]{1,4}$ ]] \
+        || ((10#$JITTER_MS > 10#$DELAY_MS || 10#$DELAY_MS > 2000)); then
+        die "DELAY_MS must be 0..2000 and JITTER_MS 0..DELAY_MS (got '$DELAY_MS', '$JITTER_MS')"
+    fi
+    DELAY_MS=$((10#$DELAY_MS)) JITTER_MS=$((10#$JITTER_MS))
+    if ((DELAY_MS > 0)); then
+        command -v python3 >/dev/null || die "python3 not found (the delay stage, netem.py, needs it)"
+        [[ -c /dev/net/tun ]] || die "/dev/net/tun missing (the delay stage needs TAP devices)"
+    fi
     command -v nft >/dev/null || die "nft not found (apt-get install nftables)"
     [[ $(id -u) == 0 ]] || die "must run as root"
 
@@ -256,9 +291,9 @@ EOF
         none)
             a_ip=$NET.21 b_ip=$NET.22
             new_ns "$(ns_name "$lab" a)"
-            attach_inet "$lab" a "$a_ip/24"
+            attach_inet "$lab" a "$a_ip/24" 1
             new_ns "$(ns_name "$lab" b)"
-            attach_inet "$lab" b "$b_ip/24"
+            attach_inet "$lab" b "$b_ip/24" 1
             host_loss "$(ns_name "$lab" a)"
             host_loss "$(ns_name "$lab" b)"
             a_gw=$SINK_IP b_gw=$SINK_IP
@@ -306,6 +341,8 @@ EOF
 LAB_ID=$lab
 SCENARIO=$scenario
 LOSS=$LOSS
+DELAY_MS=$DELAY_MS
+JITTER_MS=$JITTER_MS
 SERVER=$SERVER_IP
 SERVER_IP=$SERVER_IP
 SERVER_NS=$(ns_name "$lab" server)
