@@ -883,36 +883,23 @@ fn recovers_by_ice_restart(o: &Outcome) {
     }
 }
 
-#[test]
-fn nat_mappings_lost_mid_call_come_back_behind_endpoint_independent_nats() {
-    let test = "flush_eim_serve";
-    if let Some(o) = mappings_lost_mid_call(test, 10, "eim", Servers::Serve, "4") {
-        carries_on_after_a_gap(&o);
-    }
+/// Each flush test: lab id, NAT, servers, seconds in the call, the check.
+macro_rules! flush_tests {
+    ($($name:ident, $id:expr, $nat:expr, $servers:expr, $seconds:expr, $check:ident;)*) => {$(
+        #[test]
+        fn $name() {
+            if let Some(o) = mappings_lost_mid_call(stringify!($name), $id, $nat, $servers, $seconds) {
+                $check(&o);
+            }
+        }
+    )*};
 }
 
-#[test]
-fn nat_mappings_lost_behind_endpoint_independent_nats_with_kamailio_and_coturn() {
-    let test = "flush_eim_kamailio";
-    if let Some(o) = mappings_lost_mid_call(test, 20, "eim", Servers::KamailioCoturn, "4") {
-        carries_on_after_a_gap(&o);
-    }
-}
-
-#[test]
-fn nat_mappings_lost_mid_call_behind_symmetric_nats_are_repaired_by_an_ice_restart() {
-    let test = "flush_sym_serve";
-    if let Some(o) = mappings_lost_mid_call(test, 21, "sym", Servers::Serve, "9") {
-        recovers_by_ice_restart(&o);
-    }
-}
-
-#[test]
-fn nat_mappings_lost_behind_symmetric_nats_with_kamailio_and_coturn() {
-    let test = "flush_sym_kamailio";
-    if let Some(o) = mappings_lost_mid_call(test, 22, "sym", Servers::KamailioCoturn, "9") {
-        recovers_by_ice_restart(&o);
-    }
+flush_tests! {
+    nat_mappings_lost_mid_call_come_back_behind_endpoint_independent_nats, 10, "eim", Servers::Serve, "4", carries_on_after_a_gap;
+    nat_mappings_lost_behind_endpoint_independent_nats_with_kamailio_and_coturn, 20, "eim", Servers::KamailioCoturn, "4", carries_on_after_a_gap;
+    nat_mappings_lost_mid_call_behind_symmetric_nats_are_repaired_by_an_ice_restart, 21, "sym", Servers::Serve, "9", recovers_by_ice_restart;
+    nat_mappings_lost_behind_symmetric_nats_with_kamailio_and_coturn, 22, "sym", Servers::KamailioCoturn, "9", recovers_by_ice_restart;
 }
 
 /// Behind symmetric NATs, the mappings towards the TURN server are lost
@@ -945,24 +932,5 @@ fn a_relayed_call_recovers_when_the_nats_lose_the_mappings_to_turn() {
         }
     });
     eprintln!("{test}: {}", o.summary());
-    assert!(
-        o.alice_says.contains("ice lost the path"),
-        "{}",
-        o.alice_says
-    );
-    assert!(
-        o.alice_says.contains("ice restarted: ice connected in"),
-        "{}",
-        o.alice_says
-    );
-    // The last three seconds carry the other side's tone again.
-    for (heard, hz) in [(&o.alice_heard, 880.0), (&o.bob_heard, 440.0)] {
-        let tail = &heard[heard.len().saturating_sub(3 * 48_000)..];
-        let clear = common::tone_frames(tail, hz);
-        assert!(
-            clear >= 120,
-            "{hz} Hz in {clear} of the last 150 frames: {}",
-            o.alice_says
-        );
-    }
+    recovers_by_ice_restart(&o);
 }

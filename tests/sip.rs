@@ -1108,10 +1108,8 @@ fn wait_for_stun(port: u16) {
 /// Bob (auto-answer, an 880 Hz tone) registers to `serve`; alice calls
 /// him with a 440 Hz tone and `flags`, recording what she hears. Returns
 /// alice's stdout, bob still running, and alice's recording.
-fn alice_calls_bob(serve: &Serve, test: &str, flags: &[&str]) -> (String, Background, Vec<i16>) {
-    let dir = std::env::temp_dir().join(format!("icephone-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let alice_hears = dir.join("alice.wav");
+/// Bob registered with `serve`, answering every call with an 880 Hz tone.
+fn bob_answering(serve: &Serve) -> Background {
     let mut bob = Background::spawn(&mut register_cmd(
         &format!("sip:bob@{REALM}"),
         "Bob-pw2",
@@ -1119,8 +1117,12 @@ fn alice_calls_bob(serve: &Serve, test: &str, flags: &[&str]) -> (String, Backgr
         &["--auto-answer", "--mic", "tone:880"],
     ));
     bob.wait_line("registered ", Duration::from_secs(10));
-    let speaker = format!("file:{}", alice_hears.display());
-    let mut args = vec![
+    bob
+}
+
+/// `icephone call` from alice (440 Hz) to bob through `serve`.
+fn alice_calls_bob_args(serve: &Serve) -> Vec<String> {
+    vec![
         "call".to_owned(),
         format!("sip:bob@{REALM}"),
         "--aor".into(),
@@ -1131,9 +1133,17 @@ fn alice_calls_bob(serve: &Serve, test: &str, flags: &[&str]) -> (String, Backgr
         serve.registrar("udp"),
         "--mic".into(),
         "tone:440".into(),
-        "--speaker".into(),
-        speaker,
-    ];
+    ]
+}
+
+fn alice_calls_bob(serve: &Serve, test: &str, flags: &[&str]) -> (String, Background, Vec<i16>) {
+    let dir = std::env::temp_dir().join(format!("icephone-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alice_hears = dir.join("alice.wav");
+    let bob = bob_answering(serve);
+    let speaker = format!("file:{}", alice_hears.display());
+    let mut args = alice_calls_bob_args(serve);
+    args.extend(["--speaker".to_owned(), speaker]);
     args.extend(flags.iter().map(|f| f.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (out, _) = icephone(&args, Duration::from_secs(30));
@@ -1262,27 +1272,12 @@ fn a_call_without_ice_sends_plain_rtp_both_ways() {
 #[test]
 fn a_callee_whose_caller_vanished_hangs_up_by_itself() {
     let serve = Serve::start(REALM);
-    let mut bob = Background::spawn(&mut register_cmd(
-        &format!("sip:bob@{REALM}"),
-        "Bob-pw2",
-        &serve.registrar("udp"),
-        &["--auto-answer", "--mic", "tone:880"],
-    ));
-    bob.wait_line("registered ", Duration::from_secs(10));
-    let mut alice = Background::spawn(Command::new(env!("CARGO_BIN_EXE_icephone")).args([
-        "call",
-        &format!("sip:bob@{REALM}"),
-        "--aor",
-        &format!("sip:alice@{REALM}"),
-        "--password",
-        "Alice-pw1",
-        "--registrar",
-        &serve.registrar("udp"),
-        "--mic",
-        "tone:440",
-        "--hangup-after",
-        "120",
-    ]));
+    let mut bob = bob_answering(&serve);
+    let mut alice = Background::spawn(
+        Command::new(env!("CARGO_BIN_EXE_icephone"))
+            .args(alice_calls_bob_args(&serve))
+            .args(["--hangup-after", "120"]),
+    );
     alice.wait_line("ice connected", Duration::from_secs(15));
     bob.wait_line("call 1 ice connected", Duration::from_secs(5));
     let _ = alice.child.kill();

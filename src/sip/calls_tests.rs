@@ -130,6 +130,17 @@ impl Pair {
         self.flush();
     }
 
+    /// Alice called bob, who answered: alice's and bob's handles.
+    fn in_a_call() -> (Pair, CallHandle, CallHandle) {
+        let mut p = Pair::new();
+        let call = p.alice.invite(p.now, bob_uri(), b"offer1".to_vec());
+        p.flush();
+        let incoming = p.incoming();
+        p.bob.answer(p.now, incoming, 200, b"answer1".to_vec());
+        p.flush();
+        (p, call, incoming)
+    }
+
     fn incoming(&self) -> CallHandle {
         self.events_bob
             .iter()
@@ -304,12 +315,7 @@ fn busy_callee_and_cancel_before_the_answer() {
 
 #[test]
 fn reinvite_both_ways_and_glare_gets_491() {
-    let mut p = Pair::new();
-    let call = p.alice.invite(p.now, bob_uri(), b"offer1".to_vec());
-    p.flush();
-    let incoming = p.incoming();
-    p.bob.answer(p.now, incoming, 200, b"answer1".to_vec());
-    p.flush();
+    let (mut p, call, incoming) = Pair::in_a_call();
     // Alice puts the call on hold.
     assert!(p.alice.reinvite(p.now, call, b"offer2 sendonly".to_vec()));
     p.flush();
@@ -607,12 +613,7 @@ fn a_rejected_offer_says_why_in_the_status_line_and_a_warning() {
 /// on; another re-INVITE then gets through.
 #[test]
 fn a_lost_connection_refuses_the_re_invite_but_keeps_the_call() {
-    let mut p = Pair::new();
-    let call = p.alice.invite(p.now, bob_uri(), b"offer1".to_vec());
-    p.flush();
-    let incoming = p.incoming();
-    p.bob.answer(p.now, incoming, 200, b"answer1".to_vec());
-    p.flush();
+    let (mut p, call, incoming) = Pair::in_a_call();
     p.drop = Box::new(|t| t.bytes.starts_with(b"INVITE "));
     assert!(p.alice.reinvite(p.now, call, b"restart".to_vec()));
     p.flush();

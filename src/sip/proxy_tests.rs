@@ -322,6 +322,23 @@ fn answer(req: &Request, code: u16, to_tag: &str, contact: &str) -> Response {
     resp
 }
 
+/// Alice's BYE in a dialog with bob (tags `alicetag` and `bob_tag`), to
+/// `target` along the proxy's Record-Route.
+fn alices_bye(alice: &mut Ua, target: &str, bob_tag: &str, call_id: &str) -> Request {
+    let mut bye = Request::new(Method::Bye, target.parse().unwrap());
+    bye.headers.push("Via", alice.via());
+    bye.headers
+        .push("Route", "<sip:192.0.2.1:5060;transport=udp;lr>");
+    bye.headers.push("Max-Forwards", "70");
+    bye.headers
+        .push("From", "<sip:alice@example.com>;tag=alicetag");
+    bye.headers
+        .push("To", format!("<sip:bob@example.com>;tag={bob_tag}"));
+    bye.headers.push("Call-ID", call_id);
+    bye.headers.push("CSeq", "1 BYE");
+    bye
+}
+
 fn binding_count(net: &Net, user: &str) -> usize {
     net.proxy.registrar().lookup(net.now, user).len()
 }
@@ -770,17 +787,12 @@ fn bye_to_a_natted_caller_reaches_its_flow() {
     let ok = answer(&fwd, 200, "alicetag", "sip:alice@198.51.100.7:5060");
     one_response(&net.response(alice.flow(), &ok), BOB_AT);
 
-    let mut bye = Request::new(Method::Bye, "sip:bob@10.0.0.2:5060".parse().unwrap());
-    let via = alice.via();
-    bye.headers.push("Via", via);
-    bye.headers
-        .push("Route", "<sip:192.0.2.1:5060;transport=udp;lr>");
-    bye.headers.push("Max-Forwards", "70");
-    bye.headers
-        .push("From", "<sip:alice@example.com>;tag=alicetag");
-    bye.headers.push("To", "<sip:bob@example.com>;tag=from-bob");
-    bye.headers.push("Call-ID", "call-2@test");
-    bye.headers.push("CSeq", "1 BYE");
+    let bye = alices_bye(
+        &mut alice,
+        "sip:bob@10.0.0.2:5060",
+        "from-bob",
+        "call-2@test",
+    );
     let fwd_bye = one_request(&net.request(alice.flow(), &bye), BOB_AT);
     assert_eq!(fwd_bye.uri.to_string(), "sip:bob@10.0.0.2:5060");
 }
@@ -1452,17 +1464,7 @@ fn a_gruu_follows_its_instance_to_a_new_nat_mapping() {
     // A request along the dialog's route set to bob's GRUU reaches him
     // on the new flow, retargeted to the contact he registered there.
     let mut alice = Ua::alice();
-    let mut bye = Request::new(Method::Bye, gruu.clone());
-    let via = alice.via();
-    bye.headers.push("Via", via);
-    bye.headers
-        .push("Route", "<sip:192.0.2.1:5060;transport=udp;lr>");
-    bye.headers.push("Max-Forwards", "70");
-    bye.headers
-        .push("From", "<sip:alice@example.com>;tag=alicetag");
-    bye.headers.push("To", "<sip:bob@example.com>;tag=bobtag");
-    bye.headers.push("Call-ID", "call-gruu@test");
-    bye.headers.push("CSeq", "2 BYE");
+    let bye = alices_bye(&mut alice, &gruu.to_string(), "bobtag", "call-gruu@test");
     let fwd = one_request(&net.request(alice.flow(), &bye), BOB_NOW);
     assert_eq!(fwd.uri.to_string(), format!("sip:bob@{BOB_NOW}"));
 
