@@ -323,6 +323,43 @@ impl Drop for Outcome {
     }
 }
 
+/// A phone's account, audio and ICE flags in the lab: `user` at lab.test,
+/// a `tone` for microphone, what it hears to `heard`, its report to
+/// `report`, STUN and TURN at the server.
+fn phone_args(
+    setup: &Setup,
+    user: &str,
+    password: &str,
+    tone: &str,
+    heard: &Path,
+    report: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--aor".into(),
+        format!("sip:{user}@lab.test"),
+        "--password".into(),
+        password.into(),
+        "--registrar".into(),
+        format!("sip:{SERVER}:5060;transport={}", setup.sip),
+        "--mic".into(),
+        format!("tone:{tone}"),
+        "--speaker".into(),
+        format!("file:{}", heard.display()),
+        "--stun".into(),
+        format!("stun:{SERVER}:3478"),
+        "--turn".into(),
+        format!("turn:{SERVER}:3478{}", setup.turn_query),
+        "--turn-user".into(),
+        user.into(),
+        "--turn-password".into(),
+        password.into(),
+        "--report".into(),
+        report.display().to_string(),
+    ];
+    args.extend(setup.both.iter().map(|f| f.to_string()));
+    args
+}
+
 /// `serve` on the internet, bob (tone 880) registered from b, alice (tone
 /// 440) calls him from a for three seconds.
 fn call_across(lab: &Lab, setup: &Setup, servers: Servers) -> Outcome {
@@ -342,34 +379,9 @@ fn call_across_with(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let _servers = start_servers(lab, servers, &dir);
-    let registrar = format!("sip:{SERVER}:5060;transport={}", setup.sip);
-    let phone =
-        |user: &str, password: &str, tone: &str, heard: &Path, report: &Path| -> Vec<String> {
-            let mut args: Vec<String> = vec![
-                "--aor".into(),
-                format!("sip:{user}@lab.test"),
-                "--password".into(),
-                password.into(),
-                "--registrar".into(),
-                registrar.clone(),
-                "--mic".into(),
-                format!("tone:{tone}"),
-                "--speaker".into(),
-                format!("file:{}", heard.display()),
-                "--stun".into(),
-                format!("stun:{SERVER}:3478"),
-                "--turn".into(),
-                format!("turn:{SERVER}:3478{}", setup.turn_query),
-                "--turn-user".into(),
-                user.into(),
-                "--turn-password".into(),
-                password.into(),
-                "--report".into(),
-                report.display().to_string(),
-            ];
-            args.extend(setup.both.iter().map(|f| f.to_string()));
-            args
-        };
+    let phone = |user: &str, password: &str, tone: &str, heard: &Path, report: &Path| {
+        phone_args(setup, user, password, tone, heard, report)
+    };
     let (bob_heard, bob_report) = (dir.join("bob.wav"), dir.join("bob.json"));
     let mut bob_args = vec!["register".to_owned(), "--auto-answer".into()];
     bob_args.extend(phone("bob", "pw2", "880", &bob_heard, &bob_report));
@@ -900,6 +912,88 @@ flush_tests! {
     nat_mappings_lost_behind_endpoint_independent_nats_with_kamailio_and_coturn, 20, "eim", Servers::KamailioCoturn, "4", carries_on_after_a_gap;
     nat_mappings_lost_mid_call_behind_symmetric_nats_are_repaired_by_an_ice_restart, 21, "sym", Servers::Serve, "9", recovers_by_ice_restart;
     nat_mappings_lost_behind_symmetric_nats_with_kamailio_and_coturn, 22, "sym", Servers::KamailioCoturn, "9", recovers_by_ice_restart;
+}
+
+/// The interactive phone (in tmux, in host a) calls bob across symmetric
+/// NATs, which then forget every mapping: the screen says it is
+/// reconnecting, then shows the new pair, and bob's tone is heard again.
+#[test]
+fn the_phone_reconnects_when_the_nats_forget_its_call() {
+    let test = "phone_flush";
+    if !can_flush(test) || common::require("tmux", test).is_none() {
+        return;
+    }
+    let lab = Lab::up(23, "sym", CLEAN);
+    let dir = std::env::temp_dir().join(format!("icephone-natlab-phone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let _servers = start_servers(&lab, Servers::Serve, &dir);
+    let mut bob_args = vec!["register".to_owned(), "--auto-answer".into()];
+    bob_args.extend(phone_args(
+        &PLAIN,
+        "bob",
+        "pw2",
+        "880",
+        &dir.join("bob.wav"),
+        &dir.join("bob.json"),
+    ));
+    let mut bob = Background::spawn(&mut lab.command("b", &bob_args));
+    bob.wait_line("registered ", Duration::from_secs(15));
+
+    let heard = dir.join("alice.wav");
+    let config = dir.join("alice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[account]]\naor = \"sip:alice@lab.test\"\npassword = \"pw1\"\n\
+             registrar = \"sip:{SERVER}:5060;transport=udp\"\n\
+             [ice]\nstun = [\"stun:{SERVER}:3478\"]\n\
+             [[ice.turn]]\nurl = \"turn:{SERVER}:3478\"\nuser = \"alice\"\npassword = \"pw1\"\n\
+             [audio]\nmic = \"tone:440\"\nspeaker = \"file:{}\"\n",
+            heard.display()
+        ),
+    )
+    .unwrap();
+    let tmux = common::Tmux::start(
+        "natlab-phone",
+        &format!(
+            "{LAB} exec {} a -- {} --config {}",
+            lab.id,
+            env!("CARGO_BIN_EXE_icephone"),
+            config.display()
+        ),
+        &dir.join("state"),
+    );
+    tmux.wait_for("registered", Duration::from_secs(15));
+    tmux.keys(&["bob", "Enter"]);
+    tmux.wait_for("pair: ice connected in", Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(500));
+    flush_both_routers(&lab);
+    let flushed = Instant::now();
+    tmux.wait_for("reconnecting…", Duration::from_secs(10));
+    let screen = tmux.wait_for("pair: ice connected in", Duration::from_secs(15));
+    let repaired = flushed.elapsed();
+    eprintln!(
+        "{test}: repaired {:.1} s after the flush",
+        repaired.as_secs_f64()
+    );
+    assert!(screen.contains("TURN/udp"), "{screen}");
+    assert!(repaired < Duration::from_secs(8), "{repaired:?}:\n{screen}");
+    // Three seconds more of the call, then hang up; the last seconds alice
+    // heard carry bob's tone again.
+    std::thread::sleep(Duration::from_secs(3));
+    tmux.keys(&["x"]);
+    tmux.wait_for("ended: hung up here", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let samples = common::read_wav(&heard);
+    let tail = &samples[samples.len().saturating_sub(2 * 48_000)..];
+    let clear = common::tone_frames(tail, 880.0);
+    assert!(clear >= 80, "880 Hz in {clear} of the last 100 frames");
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("PHONE-EXITED 0", Duration::from_secs(15));
+    bob.wait_line("call 1 report written", Duration::from_secs(10));
+    let _ = bob.terminate(Duration::from_secs(10));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Behind symmetric NATs, the mappings towards the TURN server are lost

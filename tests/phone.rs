@@ -4,88 +4,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{require, Background, Serve};
+use common::{require, Background, Serve, Tmux};
 
 const REALM: &str = "phone.test";
-
-/// A tmux server of our own (its own socket), killed when dropped.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(command: &str, state: &Path) -> Tmux {
-        let tmux = Tmux {
-            socket: format!("icephone-test-{}", std::process::id()),
-        };
-        let status = Command::new("tmux")
-            .args([
-                "-L",
-                &tmux.socket,
-                "new-session",
-                "-d",
-                "-s",
-                "phone",
-                "-x",
-                "110",
-                "-y",
-                "30",
-            ])
-            .arg(format!(
-                "env XDG_STATE_HOME={} {command}; echo PHONE-EXITED $?; sleep 30",
-                state.display()
-            ))
-            .status()
-            .unwrap();
-        assert!(status.success());
-        tmux
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "phone"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let status = Command::new("tmux")
-            .args(["-L", &self.socket, "send-keys", "-t", "phone"])
-            .args(keys)
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits until the screen shows `text`.
-    fn wait_for(&self, text: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let screen = self.screen();
-            if screen.contains(text) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {text:?} on the screen within {limit:?}:\n{screen}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .status();
-    }
-}
 
 #[test]
 fn the_phone_places_and_answers_calls_from_the_keyboard() {
@@ -121,6 +46,7 @@ fn the_phone_places_and_answers_calls_from_the_keyboard() {
     )
     .unwrap();
     let tmux = Tmux::start(
+        "phone",
         &format!(
             "{} --config {}",
             env!("CARGO_BIN_EXE_icephone"),

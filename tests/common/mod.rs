@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -404,4 +404,81 @@ pub fn coturn_args(
     args.push(format!("--log-file={}", dir.join("coturn.log").display()));
     args.push(format!("--pidfile={}", dir.join("coturn.pid").display()));
     args
+}
+
+/// A tmux server of our own (its own socket), killed when dropped.
+pub struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// `command` in a new tmux server named after `name` (one per test),
+    /// with `XDG_STATE_HOME` at `state`; the pane stays 30 s after it exits.
+    pub fn start(name: &str, command: &str, state: &Path) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("icephone-{name}-{}", std::process::id()),
+        };
+        let status = Command::new("tmux")
+            .args([
+                "-L",
+                &tmux.socket,
+                "new-session",
+                "-d",
+                "-s",
+                "phone",
+                "-x",
+                "110",
+                "-y",
+                "30",
+            ])
+            .arg(format!(
+                "env XDG_STATE_HOME={} {command}; echo PHONE-EXITED $?; sleep 30",
+                state.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tmux
+    }
+
+    pub fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "phone"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn keys(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .args(["-L", &self.socket, "send-keys", "-t", "phone"])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits until the screen shows `text`.
+    pub fn wait_for(&self, text: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} on the screen within {limit:?}:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
 }
