@@ -8,7 +8,8 @@
 //! Needs root (namespaces, nftables): without it every test says so and
 //! passes as skipped, except in CI, where it fails. Each test has a lab of
 //! its own (its LAB_ID names its namespaces and LAN subnets), so they run
-//! in parallel; every lab is taken down when its test ends, failed or not.
+//! in parallel; every lab is taken down when its test ends, failed or not,
+//! and when the run is interrupted (SIGINT, SIGTERM).
 
 mod common;
 
@@ -72,6 +73,53 @@ impl Drop for Slot {
     }
 }
 
+/// The labs up in this process, for the signal handler's thread.
+static LABS_UP: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+/// Where the signal handler writes a byte (the only async-signal-safe way
+/// to wake a thread).
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: write(2) is async-signal-safe; the buffer is a static byte.
+    unsafe {
+        libc::write(fd, b"!".as_ptr().cast(), 1);
+    }
+}
+
+/// From the first lab on, SIGINT or SIGTERM takes every lab of this
+/// process down (their processes included) before it exits: an
+/// interrupted `cargo test` leaves no namespace behind.
+fn take_labs_down_on_signal() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills the two descriptors it is given.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return;
+        }
+        SIGNAL_PIPE.store(fds[1], std::sync::atomic::Ordering::Relaxed);
+        std::thread::spawn(move || {
+            let mut byte = 0u8;
+            // SAFETY: reads one byte into a local.
+            while unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) } != 1 {}
+            let ids = LABS_UP.lock().map(|l| l.clone()).unwrap_or_default();
+            for id in ids {
+                let _ = Command::new(LAB).args(["down", &id.to_string()]).status();
+            }
+            eprintln!("natlab: interrupted; every lab of this run is down");
+            // SAFETY: ends the process at once, as the signal would have.
+            unsafe { libc::_exit(130) };
+        });
+        let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        // SAFETY: installs a handler that only calls write(2).
+        unsafe {
+            libc::signal(libc::SIGINT, handler);
+            libc::signal(libc::SIGTERM, handler);
+        }
+    });
+}
+
 /// A lab, taken down when dropped.
 struct Lab {
     id: u8,
@@ -81,6 +129,10 @@ struct Lab {
 impl Lab {
     fn up(id: u8, scenario: &str, links: Links) -> Lab {
         let slot = Slot::take();
+        take_labs_down_on_signal();
+        if let Ok(mut up) = LABS_UP.lock() {
+            up.push(id);
+        }
         let out = Command::new(LAB)
             .args(["up", &id.to_string(), scenario])
             .env("LOSS", links.loss_percent.to_string())
@@ -119,6 +171,9 @@ impl Drop for Lab {
         let _ = Command::new(LAB)
             .args(["down", &self.id.to_string()])
             .status();
+        if let Ok(mut up) = LABS_UP.lock() {
+            up.retain(|&id| id != self.id);
+        }
     }
 }
 
