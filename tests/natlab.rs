@@ -920,6 +920,13 @@ fn recovers_by_ice_restart(o: &Outcome) {
     for line in ["ice lost the path", "ice restarted: ice connected in"] {
         assert!(o.alice_says.contains(line), "{}", o.alice_says);
     }
+    // The first restart went through: no re-INVITE on a connection the
+    // NAT had killed.
+    assert!(
+        !o.alice_says.contains("re-INVITE refused"),
+        "{}",
+        o.alice_says
+    );
     let restarted_after = o
         .alice_says
         .lines()

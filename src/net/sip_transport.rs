@@ -53,7 +53,13 @@ pub struct SipTls {
     pub client: Option<Arc<rustls::ClientConfig>>,
 }
 
-type Connections = Arc<Mutex<HashMap<(Transport, SocketAddr), mpsc::Sender<Vec<u8>>>>>;
+type Connections = Arc<Mutex<HashMap<(Transport, SocketAddr), Connection>>>;
+
+/// An open connection: its send queue, and its task (to close it).
+struct Connection {
+    queue: mpsc::Sender<Vec<u8>>,
+    task: Option<tokio::task::AbortHandle>,
+}
 
 /// What every connection task needs.
 #[derive(Clone)]
@@ -158,7 +164,7 @@ impl SipSockets {
             .lock()
             .unwrap()
             .get(&(transport, to))
-            .cloned();
+            .map(|c| c.queue.clone());
         let queue = match existing {
             Some(q) => q,
             None => self.connect(transport, to).await?,
@@ -219,6 +225,29 @@ impl SipSockets {
             Transport::Tls,
             self.shared.clone(),
         ))
+    }
+}
+
+impl SipSockets {
+    /// Closes every TCP and TLS connection: after a NAT forgot its
+    /// mappings they are dead, and a request sent on one would only come
+    /// back as a reset. The next request opens a new one. Their
+    /// transactions are not failed (nothing waits on them but what the
+    /// caller is about to replace).
+    pub fn close_streams(&self) {
+        let closed: Vec<Connection> = self
+            .shared
+            .connections
+            .lock()
+            .unwrap()
+            .drain()
+            .map(|(_, c)| c)
+            .collect();
+        for c in closed {
+            if let Some(task) = c.task {
+                task.abort();
+            }
+        }
     }
 }
 
@@ -331,17 +360,26 @@ where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (queue, rx) = mpsc::channel(CONNECTION_QUEUE);
-    shared
-        .connections
-        .lock()
-        .unwrap()
-        .insert((transport, remote), queue.clone());
     let link = Link {
         local,
         remote,
         transport,
     };
-    tokio::spawn(connection(stream, link, queue.clone(), rx, shared));
+    let key = (transport, remote);
+    // Registered before the task runs (its end removes the entry), and
+    // given the task's handle under the same lock.
+    let mut map = shared.connections.lock().unwrap();
+    map.insert(
+        key,
+        Connection {
+            queue: queue.clone(),
+            task: None,
+        },
+    );
+    let task = tokio::spawn(connection(stream, link, queue.clone(), rx, shared.clone()));
+    if let Some(c) = map.get_mut(&key) {
+        c.task = Some(task.abort_handle());
+    }
     queue
 }
 
@@ -420,7 +458,7 @@ async fn connection<S>(
     let current = {
         let mut map = shared.connections.lock().unwrap();
         let key = (link.transport, remote);
-        let current = map.get(&key).is_some_and(|q| q.same_channel(&queue));
+        let current = map.get(&key).is_some_and(|c| c.queue.same_channel(&queue));
         if current {
             map.remove(&key);
         }

@@ -123,7 +123,17 @@ async fn run(
                     ua.reinvite(Instant::now(), call, body);
                 }
                 Some(UaCommand::Unregister) => ua.unregister(Instant::now()),
-                Some(UaCommand::KeepAliveNow) => ua.keepalive_now(Instant::now()),
+                Some(UaCommand::KeepAliveNow) => {
+                    // The path broke: connections through the NAT are likely
+                    // dead. Over UDP signalling they only carried large
+                    // requests, which open a new one next time; a stream
+                    // that is our registration flow stays (its loss is the
+                    // registration's to notice).
+                    if !ua.next_hop().transport.is_reliable() {
+                        sockets.close_streams();
+                    }
+                    ua.keepalive_now(Instant::now());
+                }
                 Some(UaCommand::Shutdown) => return ua,
                 // The application is gone: keep going until told or done.
                 None => commands_open = false,

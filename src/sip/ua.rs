@@ -225,6 +225,11 @@ impl UserAgent {
         self.send_keepalive(now);
     }
 
+    /// Where our requests go, and over what: the registrar or outbound proxy.
+    pub fn next_hop(&self) -> Target {
+        self.config.next_hop
+    }
+
     fn send_keepalive(&mut self, now: Instant) {
         let Some(period) = self.config.keepalive else {
             return;
