@@ -284,6 +284,15 @@ impl Registration {
         self.fail(now, error, rng).0
     }
 
+    /// The connection our registration lives on closed: the registrar can
+    /// no longer reach us through it, so register again (over a new one)
+    /// at once (RFC 5626 §4.4.1).
+    pub fn flow_lost(&mut self, now: Instant) {
+        if matches!(self.state, RegistrationState::Registered { .. }) {
+            self.next_register = Some(now);
+        }
+    }
+
     /// A response to a keep-alive OPTIONS: if the NAT now maps us
     /// elsewhere, re-register with the new contact at once.
     pub fn check_mapping(&mut self, now: Instant, response: &Response) {

@@ -175,6 +175,9 @@ impl UserAgent {
     pub fn connection_lost(&mut self, now: Instant, target: Target, reason: &str) {
         self.transport_failure = Some(reason.to_owned());
         self.layer.connection_lost(target);
+        if target == self.config.next_hop && target.transport.is_reliable() {
+            self.registration.flow_lost(now);
+        }
         self.drain_layer(now);
     }
 

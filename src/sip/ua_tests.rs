@@ -467,6 +467,32 @@ fn keepalive_over_tcp_is_a_crlf_ping() {
     assert_eq!(t.target.transport, Transport::Tcp);
 }
 
+/// RFC 5626 §4.4.1: the connection the registration lives on closes (a
+/// NAT dropped it, the server restarted): register again at once, which
+/// opens a new one; another connection closing changes nothing.
+#[test]
+fn a_closed_registration_connection_registers_again_at_once() {
+    let mut ua = ua_with(Transport::Tcp, Some(Duration::from_secs(30)));
+    let t0 = Instant::now();
+    register_ok(&mut ua, t0, 600);
+    let t1 = t0 + Duration::from_secs(5);
+    let elsewhere = Target {
+        transport: Transport::Tcp,
+        addr: "192.0.2.99:5060".parse().unwrap(),
+    };
+    ua.connection_lost(t1, elsewhere, "reset");
+    assert!(run_until(&mut ua, t1 + Duration::from_secs(1)).is_empty());
+    let hop = Target {
+        transport: Transport::Tcp,
+        ..registrar()
+    };
+    ua.connection_lost(t1, hop, "the TCP connection was reset");
+    assert_eq!(ua.poll_timeout(), Some(t1));
+    let sent = run_until(&mut ua, t1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].method, Method::Register);
+}
+
 #[test]
 fn a_refused_connection_fails_the_registration_with_its_reason() {
     let mut ua = ua_with(Transport::Tcp, None);
