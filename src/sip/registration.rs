@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use super::authenticator::{AuthFailure, Authenticator};
 use super::digest::DigestCredentials;
+use super::headers::NameAddr;
 use super::message::{Method, Request, Response};
 use super::uri::{Host, Uri};
 use super::{random_hex, Transport};
@@ -349,13 +350,7 @@ impl Registration {
     /// The lifetime of our contact in a 2xx: its `expires` parameter, else
     /// the Expires header, else what we asked for (§10.2.4).
     fn granted_expires(&self, response: &Response) -> u32 {
-        let ours = response.contacts().ok().and_then(|contacts| {
-            contacts
-                .addrs()
-                .iter()
-                .find(|c| same_contact(&c.uri, &self.contact))
-                .cloned()
-        });
+        let ours = self.listed_contact(response);
         let from_header = response
             .headers
             .get("Expires")
@@ -370,12 +365,18 @@ impl Registration {
 
     /// RFC 5627 §5.1: the `pub-gruu` of our contact in the 2xx, if any.
     fn granted_gruu(&self, response: &Response) -> Option<Uri> {
+        let ours = self.listed_contact(response)?;
+        ours.param_unquoted("pub-gruu")?.parse().ok()
+    }
+
+    /// Our contact as a 2xx lists it, with the registrar's parameters.
+    fn listed_contact(&self, response: &Response) -> Option<NameAddr> {
         let contacts = response.contacts().ok()?;
-        let ours = contacts
+        contacts
             .addrs()
             .iter()
-            .find(|c| same_contact(&c.uri, &self.contact))?;
-        ours.param_unquoted("pub-gruu")?.parse().ok()
+            .find(|c| same_contact(&c.uri, &self.contact))
+            .cloned()
     }
 
     fn on_challenge(&mut self, response: &Response) -> Result<(), RegistrationError> {
