@@ -15,6 +15,7 @@ use super::account::{parse_sip_uri, AccountArgs};
 use super::register::{describe, describe_pair, finish, start};
 use super::report::{finish_report, CallReport, Moments};
 use super::server_addr::{parse_stun_server, parse_turn_server, resolve};
+use super::sleep_until;
 use crate::audio::io::{Sink, Source};
 use crate::call::audio::AudioReport;
 use crate::call::recovery::Refused;
@@ -345,15 +346,10 @@ pub async fn run(mut args: CallArgs) -> ExitCode {
     let mut outcome = ExitCode::SUCCESS;
     let mut hung_up = false;
     loop {
-        let hangup_due = async {
-            match hangup_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let hangup_due = sleep_until(hangup_at);
         let hold_due = sleep_until(changes.first().map(|(at, _)| *at));
-        let restart_due = sleep_until(recovery.restart_at().map(Into::into));
-        let give_up_due = sleep_until(recovery.give_up_at().map(Into::into));
+        let restart_due = sleep_until(recovery.restart_at());
+        let give_up_due = sleep_until(recovery.give_up_at());
         tokio::select! {
             _ = &mut stop, if !hung_up => {
                 hung_up = true;
@@ -553,15 +549,6 @@ enum Change {
     Hold,
     Resume,
     RestartIce,
-}
-
-/// Sleeps until `at`, or forever without one (a `select!` branch that
-/// never fires).
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

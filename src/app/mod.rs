@@ -25,3 +25,12 @@ pub mod server_addr;
 pub mod turn_probe;
 
 pub use cli::run;
+
+/// Sleeps until `at`, or forever without one: a `select!` branch for a
+/// deadline that may not be set (a hang-up, a restart, a give-up).
+pub(crate) async fn sleep_until<T: Into<tokio::time::Instant>>(at: Option<T>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

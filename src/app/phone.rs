@@ -20,6 +20,7 @@ use super::account::{parse_sip_uri, AccountArgs};
 use super::call::MediaFlags;
 use super::config::Config;
 use super::register::{describe, describe_pair, finish, start, Session};
+use super::sleep_until;
 use crate::call::audio::LiveAudio;
 use crate::call::media::AudioHandle;
 use crate::call::recovery::{self, Refused};
@@ -375,8 +376,6 @@ struct Running {
     audio: Option<AudioHandle>,
     /// A broken path's repair (the caller restarts ICE).
     recovery: PathRecovery,
-    /// Our restart re-INVITE is out.
-    restarting: bool,
 }
 
 impl Running {
@@ -441,14 +440,14 @@ impl Running {
                 if (200..300).contains(&code) && self.media.apply_reanswer(&body).is_ok() =>
             {
                 self.show_direction(ctx, id);
-                if std::mem::take(&mut self.restarting) {
+                if self.recovery.restart_in_flight() {
                     self.recovery.on_restart_answered();
                     self.await_pair(ctx, id).await;
                 }
             }
             UaEvent::CallUpdated { code, .. } if code >= 300 => {
-                self.restarting = false;
-                if self.recovery.on_refused(Instant::now(), code) == Refused::Exhausted {
+                let refused = self.recovery.on_refused(Instant::now(), code);
+                if refused == Refused::Exhausted {
                     update(&ctx.state, |s| {
                         s.notice = format!("reconnecting failed: re-INVITE refused ({code})")
                     });
@@ -534,7 +533,6 @@ impl Running {
         match self.media.restart_offer().await {
             Ok(body) => {
                 self.recovery.on_restart_sent();
-                self.restarting = true;
                 let _ = ctx.commands.send(UaCommand::ReInvite {
                     call: self.handle,
                     body,
@@ -556,18 +554,19 @@ impl Running {
             let restart_due = sleep_until(self.recovery.restart_at());
             let give_up_due = sleep_until(self.recovery.give_up_at());
             let broken = self.recovery.is_lost();
+            let restarting = self.recovery.restart_in_flight();
             tokio::select! {
-                state = self.media.path_change(broken), if !self.restarting => {
+                state = self.media.path_change(broken), if !restarting => {
                     self.on_path(&ctx, id, state);
                 }
-                _ = restart_due, if !self.restarting => self.restart(&ctx).await,
+                _ = restart_due, if !restarting => self.restart(&ctx).await,
                 _ = give_up_due => {
                     update(&ctx.state, |s| s.notice = format!(
                         "the call's audio path did not come back in {} s: hung up",
                         recovery::GIVE_UP.as_secs()
                     ));
                     let _ = ctx.commands.send(UaCommand::Hangup(self.handle));
-                    self.recovery.on_restored();
+                    self.recovery.on_given_up();
                 }
                 input = rx.recv() => match input {
                     Some(CallInput::Ui(cmd)) => self.on_key(&ctx, id, cmd),
@@ -798,7 +797,6 @@ async fn run_call(
         media,
         audio: None,
         recovery: PathRecovery::new(caller),
-        restarting: false,
     };
     running.start_audio(&ctx, id).await;
     running.run(ctx, id, rx).await;
@@ -867,13 +865,5 @@ pub async fn run(config_path: Option<PathBuf>) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// Sleeps until `at`, or forever without one.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

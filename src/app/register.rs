@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::report::{finish_report, CallReport, Moments};
+use super::sleep_until;
 use crate::call::media::SelectedPair;
 use crate::call::{CallMedia, MediaOptions, PathRecovery};
 use crate::sip::calls::{CallEnd, CallHandle};
@@ -335,14 +336,8 @@ async fn answer_call(a: AnswerCall) {
     // The socket, ICE (consent) and audio live until the call ends;
     // meanwhile re-offers (hold, resume, ICE restarts) are answered.
     let mut recovery = PathRecovery::new(false);
-    let mut given_up = false;
     while ended.borrow().is_none() {
-        let give_up_due = async {
-            match recovery.give_up_at() {
-                Some(at) if !given_up => tokio::time::sleep_until(at.into()).await,
-                _ => std::future::pending().await,
-            }
-        };
+        let give_up_due = sleep_until(recovery.give_up_at());
         tokio::select! {
             changed = ended.changed() => if changed.is_err() { break },
             // The path broke: re-open our signalling flow at once so the
@@ -365,7 +360,7 @@ async fn answer_call(a: AnswerCall) {
                     call.0,
                     crate::call::recovery::GIVE_UP.as_secs()
                 );
-                given_up = true;
+                recovery.on_given_up();
                 let _ = commands.send(UaCommand::Hangup(call));
             }
             Some(offer) = reoffers.recv() => match media.reanswer(&offer).await {

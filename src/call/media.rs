@@ -383,16 +383,11 @@ impl CallMedia {
         }
     }
 
-    /// Resolves when ICE loses the path mid-call: consent checks went
-    /// unanswered (RFC 7675), so `Disconnected` or `Failed`. Meanwhile it
-    /// keeps the call's view of ICE current. Never resolves without ICE.
-    pub async fn path_lost(&mut self) -> ConnectionState {
-        self.path_change(false).await
-    }
-
-    /// Waits for the path to break (`broken == false`: consent lost, ICE
-    /// failed) or, when it is broken, to work again (a pair selected);
-    /// the state it reached.
+    /// Waits for the path to break (`broken == false`: consent checks went
+    /// unanswered (RFC 7675), so `Disconnected` or `Failed`) or, when it is
+    /// broken, to work again (a pair selected); the state it reached.
+    /// Meanwhile it keeps the call's view of ICE current. Never resolves
+    /// without ICE.
     pub async fn path_change(&mut self, broken: bool) -> ConnectionState {
         if self.without_ice.is_some() {
             return std::future::pending().await;

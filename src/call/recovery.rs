@@ -134,6 +134,12 @@ impl PathRecovery {
         *self = PathRecovery::new(self.restarts);
     }
 
+    /// The call is being hung up for want of a path: nothing more to
+    /// restart or wait for.
+    pub fn on_given_up(&mut self) {
+        *self = PathRecovery::new(self.restarts);
+    }
+
     /// When to hang up if the path is still not back.
     pub fn give_up_at(&self) -> Option<Instant> {
         self.lost_at.map(|at| at + GIVE_UP)
