@@ -35,7 +35,7 @@ use rand::RngCore;
 use sha2::Sha256;
 
 use super::digest::{DigestAlgorithm, DigestResponse};
-use super::headers::{quote, split_list, Challenge, Contacts, Credentials, NameAddr};
+use super::headers::{quote, Challenge, Contacts, Credentials, NameAddr};
 use super::layer::response_to;
 use super::message::{reason_phrase, Method, ParseError, Request, Response};
 use super::uri::{Host, Scheme, Uri};
@@ -704,13 +704,13 @@ fn instance_of(addr: &NameAddr) -> Option<String> {
     (!urn.is_empty()).then(|| urn.to_owned())
 }
 
-/// Whether the request lists `option` in a Supported header.
+/// Whether the request lists `option` in a Supported header (`get_all`
+/// gives a list header's elements).
 fn supports(req: &Request, option: &str) -> bool {
-    req.headers.get_all("Supported").iter().any(|v| {
-        split_list(v)
-            .iter()
-            .any(|o| o.trim().eq_ignore_ascii_case(option))
-    })
+    req.headers
+        .get_all("Supported")
+        .iter()
+        .any(|o| o.trim().eq_ignore_ascii_case(option))
 }
 
 /// RFC 5627 §3.1: the public GRUU of `instance` for the AOR `aor`.
