@@ -136,13 +136,13 @@ delayed_link() {
 }
 
 # attach LAB HOST CIDR [DELAYED]: plug a namespace into the internet bridge (with
-# DELAYED=1, through the delay stage when DELAY_MS or JITTER_MS is set).
+# DELAYED=1, through the delay stage when DELAY_MS is set).
 attach_inet() {
     local lab=$1 host=$2 cidr=$3 delayed=${4:-0}
     local inet ns
     inet=$(ns_name "$lab" inet)
     ns=$(ns_name "$lab" "$host")
-    if [[ $delayed == 1 ]] && ((DELAY_MS > 0 || JITTER_MS > 0)); then
+    if [[ $delayed == 1 ]] && ((DELAY_MS > 0)); then  # JITTER_MS <= DELAY_MS
         delayed_link "$ns" "$inet" "$host"
     else
         veth "$ns" wan "$inet" "p-$host"

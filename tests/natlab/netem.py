@@ -13,8 +13,8 @@ frames going from HOST_NS out to the internet wait DELAY_MS +/- JITTER_MS
 pass at once. So a packet between two routers' LANs, or between a LAN and
 the server, crosses exactly one delay.
 
-Bounded: it runs until killed, or until both devices are gone (their
-namespaces deleted), and never holds more than MAX_QUEUED frames.
+Bounded: it runs until killed, or until reading a device fails (its
+namespace deleted), and never holds more than MAX_QUEUED frames.
 """
 
 import fcntl
@@ -47,9 +47,10 @@ def main():
     if delay < 0 or jitter < 0 or jitter > delay:
         sys.exit("netem.py: need 0 <= JITTER_MS <= DELAY_MS")
     inet = tap(port)
-    wan = tap("wan-" + port[:10])
-    subprocess.run(["ip", "link", "set", "wan-" + port[:10], "netns", host_ns], check=True)
-    subprocess.run(["ip", "-n", host_ns, "link", "set", "wan-" + port[:10], "name", "wan"], check=True)
+    moving = "wan-" + port[:10]  # a name free here; `wan` once it has moved
+    wan = tap(moving)
+    subprocess.run(["ip", "link", "set", moving, "netns", host_ns], check=True)
+    subprocess.run(["ip", "-n", host_ns, "link", "set", moving, "name", "wan"], check=True)
     # The device's presence in HOST_NS under its final name tells lab.sh we are ready.
     queue = []  # (due, seq, frame) for frames bound for the internet
     seq = 0
